@@ -1,0 +1,104 @@
+"""Network architectures of the workbook.
+
+Every model returns a :class:`ModelOutput`: the logits and the hidden activations that feature
+distillation uses (teachers: post-ReLU activations of each hidden layer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from kdlib.io import save_torch
+from kdlib.params import TeacherParams
+
+
+class ModelOutput(NamedTuple):
+    """``logits`` (B, classes) and ``features``: one tensor per hidden layer, batch first."""
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+class MLPTeacher(nn.Module):
+    """Fully connected ReLU network with dropout (the teacher of Hinton et al., "Distilling the
+    Knowledge in a Neural Network", 784-1200-1200-10)."""
+
+    def __init__(
+        self, in_features: int = 784, hidden: tuple[int, ...] = (1200, 1200), num_classes: int = 10,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        widths = (in_features, *hidden)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        h = x.flatten(1)
+        features = []
+        for layer in self.hidden:
+            h = torch.relu(layer(h))
+            features.append(h)
+            h = self.dropout(h)
+        return ModelOutput(self.head(h), features)
+
+
+class CNNTeacher(nn.Module):
+    """Two 3×3 convolution blocks (each conv-ReLU-maxpool) and one dense hidden layer."""
+
+    def __init__(
+        self, in_channels: int = 1, channels: tuple[int, int] = (32, 64), hidden: int = 256,
+        num_classes: int = 10, dropout: float = 0.2, image_size: int = 28,
+    ) -> None:
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.fc = nn.Linear(c2 * (image_size // 4) ** 2, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: Tensor) -> ModelOutput:
+        h1 = torch.relu(self.conv1(x))
+        h2 = torch.relu(self.conv2(nn.functional.max_pool2d(h1, 2)))
+        h3 = torch.relu(self.fc(nn.functional.max_pool2d(h2, 2).flatten(1)))
+        return ModelOutput(self.head(self.dropout(h3)), [h1, h2, h3])
+
+
+def build_teacher(cfg: TeacherParams, num_classes: int = 10) -> nn.Module:
+    """The teacher described by ``cfg`` (weights initialised from ``cfg.seed``)."""
+    torch.manual_seed(cfg.seed)
+    if cfg.arch == "mlp":
+        return MLPTeacher(hidden=tuple(cfg.hidden), num_classes=num_classes, dropout=cfg.dropout)
+    if len(cfg.hidden) != 1:
+        raise ValueError(f"teacher.hidden must have one width for arch 'cnn', got {cfg.hidden}")
+    return CNNTeacher(hidden=cfg.hidden[0], num_classes=num_classes, dropout=cfg.dropout)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def save_teacher(path: str | Path, model: nn.Module, cfg: TeacherParams, dataset: str, num_classes: int,
+                 metrics: dict[str, Any]) -> None:
+    """Write a teacher checkpoint (weights, the parameters that built it, its metrics), atomically."""
+    save_torch(path, {
+        "kind": "teacher", "dataset": dataset, "num_classes": num_classes, "config": cfg.model_dump(),
+        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "metrics": metrics,
+    })
+
+
+def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a teacher from :func:`save_teacher`'s file; returns the model (eval mode) and the checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher checkpoint {path} not found: run the teacher stage first.")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_teacher(TeacherParams(**ckpt["config"]), ckpt["num_classes"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.eval(), ckpt

@@ -1,0 +1,82 @@
+"""kdlib.params: every bad value is named with its key, its value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kdlib import params as P
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, edit: dict) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in edit.items():
+        section, _, name = key.partition(".")
+        if name:
+            raw[section][name] = value
+        else:
+            raw[section] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_committed_params_are_valid() -> None:
+    params = P.load(ROOT / "params.yaml")
+    assert params.teacher.epochs >= 1 and params.data.datasets
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"teacher.epochs": 0}, "params.yaml: teacher.epochs = 0: Input should be greater than or equal to 1"),
+    ({"teacher.lr": "1e-3"}, "params.yaml: teacher.lr = '1e-3': Input should be a valid number"),
+    ({"teacher.dropout": 1.5}, "params.yaml: teacher.dropout = 1.5: Input should be less than 1"),
+    ({"teacher.arch": "resnet"}, "params.yaml: teacher.arch = 'resnet': Input should be 'mlp' or 'cnn'"),
+    ({"teacher.epoch": 3}, "params.yaml: teacher.epoch = 3: Extra inputs are not permitted"),
+    ({"data.datasets": ["mnist", "cifar"]},
+     "params.yaml: data.datasets.1 = 'cifar': Input should be 'mnist', 'fashion-mnist' or 'mnist-5k'"),
+    ({"data.val_size": -5}, "params.yaml: data.val_size = -5: Input should be greater than or equal to 1"),
+])
+def test_bad_values_are_named(tmp_path: Path, edit: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, edit))
+    assert str(err.value) == message
+
+
+def test_every_error_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, {"teacher.epochs": -1, "teacher.batch_size": 0}))
+    assert str(err.value).splitlines() == [
+        "params.yaml: teacher.epochs = -1: Input should be greater than or equal to 1",
+        "params.yaml: teacher.batch_size = 0: Input should be greater than or equal to 1",
+    ]
+
+
+def test_missing_section_and_unknown_section(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"data": {"datasets": ["mnist"]}, "teachr": {}}))
+    with pytest.raises(P.ParamsError) as err:
+        P.load(path)
+    assert str(err.value).splitlines() == [
+        "params.yaml: teacher = (missing): Field required",
+        "params.yaml: teachr = {}: Extra inputs are not permitted",
+    ]
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(P.ParamsError, match="params.yaml not found"):
+        P.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("teacher: [unclosed")
+    with pytest.raises(P.ParamsError, match="is not valid YAML"):
+        P.load(tmp_path / "params.yaml")
+
+
+def test_notebook_parameters_use_the_same_rules() -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.notebook_section(P.TeacherParams, {"epochs": 2.5}, "teacher")
+    assert str(err.value) == "notebook parameters: teacher.epochs = 2.5: Input should be a valid integer"
+    with pytest.raises(P.ParamsError, match=r"dataset = 'svhn': unknown dataset; choose one of mnist, "):
+        P.dataset_name("svhn")

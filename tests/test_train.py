@@ -1,0 +1,108 @@
+"""Teachers and the training loop: shapes, determinism, checkpoint selection, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from kdlib.data import Dataset, Split
+from kdlib.models import build_teacher, count_parameters, load_teacher, save_teacher
+from kdlib.params import TeacherParams
+from kdlib.train import accuracy, predict, train_teacher
+
+CPU = torch.device("cpu")
+
+
+def _small(ds: Dataset, n: int = 1000) -> Dataset:
+    """``n`` training images of every class (the mnist-5k training split is ordered by class)."""
+    idx = torch.randperm(len(ds.train), generator=torch.Generator().manual_seed(0))[:n]
+    return Dataset(ds.name, ds.classes, Split(ds.train.x[idx], ds.train.y[idx]), ds.val, ds.test)
+
+
+@pytest.mark.parametrize(("arch", "hidden", "shapes"), [
+    ("mlp", [64, 32], [(5, 64), (5, 32)]),
+    ("cnn", [48], [(5, 32, 28, 28), (5, 64, 14, 14), (5, 48)]),
+])
+def test_teacher_outputs_and_features(arch: str, hidden: list[int], shapes: list[tuple[int, ...]]) -> None:
+    model = build_teacher(TeacherParams(arch=arch, hidden=hidden), num_classes=10).eval()
+    out = model(torch.rand(5, 1, 28, 28))
+    assert out.logits.shape == (5, 10)
+    assert [tuple(f.shape) for f in out.features] == shapes
+    assert all((f >= 0).all() for f in out.features)  # post-ReLU activations
+
+
+def test_teacher_init_is_seeded() -> None:
+    a, b = (build_teacher(TeacherParams(hidden=[32], seed=3)) for _ in range(2))
+    c = build_teacher(TeacherParams(hidden=[32], seed=4))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    assert not torch.equal(a.head.weight, c.head.weight)
+    assert count_parameters(a) == 784 * 32 + 32 + 32 * 10 + 10
+
+
+def test_training_learns_and_is_deterministic(mnist5k: Dataset) -> None:
+    cfg = TeacherParams(hidden=[64], epochs=3, batch_size=50, lr=3e-3, max_shift=1, seed=1)
+    runs = []
+    for _ in range(2):
+        model = build_teacher(cfg)
+        result = train_teacher(model, _small(mnist5k), cfg, CPU)
+        runs.append((model, result))
+    (m1, r1), (m2, r2) = runs
+    assert [h["val_accuracy"] for h in r1.history] == [h["val_accuracy"] for h in r2.history]
+    assert [h["train_loss"] for h in r1.history] == [h["train_loss"] for h in r2.history]
+    assert all(torch.equal(p, q) for p, q in zip(m1.parameters(), m2.parameters(), strict=True))
+    assert r1.best_val_accuracy > 0.75  # chance is 0.1
+    # the model holds the selected epoch's weights
+    val = accuracy(predict(lambda x: m1(x).logits, mnist5k.val, device=CPU), mnist5k.val.y)
+    assert val == r1.best_val_accuracy == max(h["val_accuracy"] for h in r1.history)
+    assert r1.history[r1.best_epoch - 1]["val_accuracy"] == r1.best_val_accuracy
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(mnist5k: Dataset, tmp_path: Path) -> None:
+    cfg = TeacherParams(hidden=[32], epochs=3, batch_size=100, seed=2)
+    data = _small(mnist5k, 500)
+    straight = build_teacher(cfg)
+    r_straight = train_teacher(straight, data, cfg, CPU)
+
+    state = tmp_path / "state.pt"
+    interrupted = build_teacher(cfg)
+    calls = {"n": 0}
+    original_forward = interrupted.forward
+
+    def failing_forward(x: torch.Tensor):  # dies in the middle of epoch 2 (5 batches per epoch)
+        calls["n"] += 1
+        if interrupted.training and calls["n"] == 8:
+            raise KeyboardInterrupt
+        return original_forward(x)
+
+    interrupted.forward = failing_forward  # type: ignore[method-assign]
+    from kdlib.train import fit
+
+    def run(model: torch.nn.Module):
+        def loss_fn(x, y):
+            logits = model(x).logits
+            return torch.nn.functional.cross_entropy(logits, y), logits
+        return fit(model, data, loss_fn, lambda x: model(x).logits, epochs=3, batch_size=100, lr=cfg.lr,
+                   seed=cfg.seed, resume_path=state, device=CPU)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(interrupted)
+    assert len(torch.load(state, weights_only=False)["history"]) == 1  # the last complete epoch
+    resumed = build_teacher(TeacherParams(hidden=[32], seed=99))  # weights come from the state file
+    r_resumed = run(resumed)
+    assert [h["val_accuracy"] for h in r_resumed.history] == [h["val_accuracy"] for h in r_straight.history]
+    assert all(torch.equal(p, q) for p, q in zip(straight.parameters(), resumed.parameters(), strict=True))
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    cfg = TeacherParams(hidden=[16, 8], seed=5)
+    model = build_teacher(cfg).eval()
+    save_teacher(tmp_path / "t.pt", model, cfg, "mnist-5k", 10, {"test_accuracy": 0.5})
+    loaded, ckpt = load_teacher(tmp_path / "t.pt")
+    x = torch.rand(3, 1, 28, 28)
+    assert torch.equal(loaded(x).logits, model(x).logits)
+    assert ckpt["metrics"] == {"test_accuracy": 0.5} and ckpt["dataset"] == "mnist-5k"
+    assert [p.name for p in tmp_path.iterdir()] == ["t.pt"]  # no temporary file left
+    with pytest.raises(FileNotFoundError, match="run the teacher stage first"):
+        load_teacher(tmp_path / "missing.pt")
