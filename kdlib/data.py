@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -262,18 +262,26 @@ def load_dataset(
 
 
 # ------------------------------------------------------------------------------------- batches, augmentation
+class Batch(NamedTuple):
+    """Images, labels and their row numbers in the split (to look up cached per-image targets)."""
+
+    x: Tensor
+    y: Tensor
+    index: Tensor
+
+
 def batches(
     split: Split, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield ``(x, y)`` mini-batches as tensor slices (no per-sample Python work)."""
+) -> Iterator[Batch]:
+    """Yield mini-batches as tensor slices or gathers (no per-sample Python work)."""
     n = len(split)
-    order = torch.randperm(n, generator=generator) if shuffle else None
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        if order is None:
-            yield split.x[start : start + batch_size], split.y[start : start + batch_size]
+        idx = order[start : start + batch_size]
+        if shuffle:
+            yield Batch(split.x[idx], split.y[idx], idx)
         else:
-            idx = order[start : start + batch_size]
-            yield split.x[idx], split.y[idx]
+            yield Batch(split.x[start : start + batch_size], split.y[start : start + batch_size], idx)
 
 
 def random_shift(x: Tensor, max_shift: int, generator: torch.Generator | None = None) -> Tensor:

@@ -16,15 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".partial-{dest.stem}-", suffix=dest.suffix, dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -50,6 +48,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save`` ``obj`` atomically."""
+    import torch  # imported here so that light users of this module (the stage runner) stay fast
+
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

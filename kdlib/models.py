@@ -46,6 +46,10 @@ class MLPTeacher(nn.Module):
             h = self.dropout(h)
         return ModelOutput(self.head(h), features)
 
+    def hidden_widths(self) -> list[int]:
+        """Units per hidden layer (the length of each flattened feature)."""
+        return [layer.out_features for layer in self.hidden]
+
 
 class CNNTeacher(nn.Module):
     """Two 3×3 convolution blocks (each conv-ReLU-maxpool) and one dense hidden layer."""
@@ -61,12 +65,18 @@ class CNNTeacher(nn.Module):
         self.fc = nn.Linear(c2 * (image_size // 4) ** 2, hidden)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_classes)
+        self._size = image_size
 
     def forward(self, x: Tensor) -> ModelOutput:
         h1 = torch.relu(self.conv1(x))
         h2 = torch.relu(self.conv2(nn.functional.max_pool2d(h1, 2)))
         h3 = torch.relu(self.fc(nn.functional.max_pool2d(h2, 2).flatten(1)))
         return ModelOutput(self.head(self.dropout(h3)), [h1, h2, h3])
+
+    def hidden_widths(self) -> list[int]:
+        """Units per hidden layer (the length of each flattened feature)."""
+        c1, c2, size = self.conv1.out_channels, self.conv2.out_channels, self._size
+        return [c1 * size * size, c2 * (size // 2) ** 2, self.fc.out_features]
 
 
 def build_teacher(cfg: TeacherParams, num_classes: int = 10) -> nn.Module:

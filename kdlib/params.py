@@ -12,14 +12,13 @@ Types are strict (no silent string-to-number conversion) and unknown keys are er
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from kdlib.data import DATASETS
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
+DATASETS = ("mnist", "fashion-mnist", "mnist-5k")  # the names kdlib.data knows (a test keeps them in step)
 
 
 class ParamsError(ValueError):
@@ -38,7 +37,18 @@ class DataParams(_Section):
     split_seed: int = Field(default=0, ge=0)
 
 
-class TeacherParams(_Section):
+class _PerDataset(_Section):
+    """A section whose values can differ by dataset: ``per_dataset: {fashion-mnist: {epochs: 15}}``."""
+
+    per_dataset: dict[Literal["mnist", "fashion-mnist", "mnist-5k"], dict[str, Any]] = {}
+
+    def for_dataset(self, dataset: str) -> Any:
+        """This section with ``dataset``'s overrides applied (and validated)."""
+        merged = self.model_dump(exclude={"per_dataset"}) | self.per_dataset.get(dataset, {})
+        return type(self).model_validate(merged)
+
+
+class TeacherParams(_PerDataset):
     """The ANN teacher and how it is trained."""
 
     arch: Literal["mlp", "cnn"] = "mlp"
@@ -52,17 +62,131 @@ class TeacherParams(_Section):
     seed: int = Field(default=0, ge=0)
 
 
+class StudentParams(_PerDataset):
+    """The spiking student shared by every variant (a variant may override any of these)."""
+
+    arch: Literal["mlp", "cnn"] = "mlp"
+    hidden: list[int] = Field(default=[400, 400], min_length=1)
+    neuron: Literal["lif", "ste-continuous", "ste-discontinuous"] = "lif"
+    encoding: Literal["direct", "rate"] = "direct"
+    steps: int = Field(default=8, ge=1, le=1024)
+    tau_mem: float = Field(default=2.0, ge=1.0)
+    v_th: float = Field(default=1.0, gt=0.0)
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_shift: int = Field(default=0, ge=0, le=4)
+
+
+class _Variant(_Section):
+    student: dict[str, Any] = {}  # overrides of the student section for this variant
+
+
+class CEVariant(_Variant):
+    """Cross-entropy only: the student learns from the labels (scratch, ste)."""
+
+    loss: Literal["ce"]
+
+
+class KDVariant(_Variant):
+    """(1-α)·CE + α·τ_T·τ_S·KL(softmax(z_T/τ_T) ‖ softmax(z_S/τ_S)); τ_T ≠ τ_S is heterogeneous KD."""
+
+    loss: Literal["kd"]
+    alpha: float = Field(ge=0.0, le=1.0)
+    tau_teacher: float = Field(gt=0.0)
+    tau_student: float = Field(gt=0.0)
+
+
+class FeatureKDVariant(_Variant):
+    """KD plus β times a feature loss on the hidden layers listed in ``layers`` (student layer i ↔ teacher layer i)."""
+
+    loss: Literal["decoder_kd", "attention_kd", "joint_kd"]
+    alpha: float = Field(ge=0.0, le=1.0)
+    tau_teacher: float = Field(gt=0.0)
+    tau_student: float = Field(gt=0.0)
+    beta: float = Field(ge=0.0)
+    layers: list[int] = Field(min_length=1)
+
+
+class BidirectionalVariant(_Variant):
+    """Decoder KD while the teacher is fine-tuned with CE + γ·KD(z_S → z_T) at learning rate ``teacher_lr``."""
+
+    loss: Literal["bidirectional_kd"]
+    alpha: float = Field(ge=0.0, le=1.0)
+    tau_teacher: float = Field(gt=0.0)
+    tau_student: float = Field(gt=0.0)
+    beta: float = Field(ge=0.0)
+    layers: list[int] = Field(min_length=1)
+    gamma: float = Field(ge=0.0)
+    teacher_lr: float = Field(gt=0.0)
+
+
+Variant = Annotated[CEVariant | KDVariant | FeatureKDVariant | BidirectionalVariant, Field(discriminator="loss")]
+
+
+class DistillParams(_Section):
+    """Which variants the distillation stage runs, with which seeds."""
+
+    variants: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
     data: DataParams
     teacher: TeacherParams
+    student: StudentParams
+    variants: dict[str, Variant]
+    distill: DistillParams
+
+
+def student_for(student: StudentParams, variants: dict[str, Any], name: str, dataset: str,
+                source: str = "params.yaml") -> StudentParams:
+    """The student of variant ``name`` on ``dataset``: the student section, then its per-dataset values,
+    then the variant's own ``student`` overrides."""
+    base = student.for_dataset(dataset).model_dump(exclude={"per_dataset"})
+    try:
+        return StudentParams.model_validate(base | variants[name].student)
+    except ValidationError as err:
+        raise _format(err, f"variants.{name}.student", source) from None
+
+
+def _check_references(params: Params, source: str) -> None:
+    """Every variant the stage runs is defined, and every variant's student overrides are valid."""
+    for i, name in enumerate(params.distill.variants):
+        if name not in params.variants:
+            raise ParamsError(f"{source}: distill.variants.{i} = {name!r}: not defined under variants "
+                              f"(defined: {', '.join(params.variants)})")
+    for name in params.variants:
+        for dataset in params.data.datasets:
+            student_for(params.student, params.variants, name, dataset, source)
+
+
+def _check_overrides(params: _Section, source: str) -> None:
+    """Validate every ``per_dataset`` override as if it were written in its section."""
+    for section, value in params:
+        if isinstance(value, _PerDataset):
+            for dataset in value.per_dataset:
+                try:
+                    value.for_dataset(dataset)
+                except ValidationError as err:
+                    raise _format(err, f"{section}.per_dataset.{dataset}", source) from None
+
+
+LOSSES = ("ce", "kd", "decoder_kd", "attention_kd", "joint_kd", "bidirectional_kd")
 
 
 def _format(err: ValidationError, prefix: str, source: str) -> ParamsError:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in (*([prefix] if prefix else []), *e["loc"]))
+        loc = list(e["loc"])
+        # a variant's errors carry its loss tag (variants.<name>.<loss>.<key>): drop the tag
+        tag_at = 0 if prefix.startswith("variants.") else 2 if loc[:1] == ["variants"] else None
+        if tag_at is not None and len(loc) > tag_at + 1 and loc[tag_at] in LOSSES:
+            del loc[tag_at]
+        key = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
         value = "(missing)" if e["type"] == "missing" else repr(e["input"])
         lines.append(f"{source}: {key} = {value}: {e['msg']}")
     return ParamsError("\n".join(lines))
@@ -85,12 +209,33 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path} not found: run from the workbook folder.") from None
     except yaml.YAMLError as err:
         raise ParamsError(f"{path} is not valid YAML: {err}") from None
-    return validate(Params, raw, source=path.name)
+    params = validate(Params, raw, source=path.name)
+    _check_overrides(params, path.name)
+    _check_references(params, path.name)
+    return params
 
 
-def notebook_section(model: type[_Section], values: Any, name: str) -> Any:
-    """Validate a section injected into a notebook as a dict (the notebook's ``parameters`` cell)."""
-    return validate(model, values, prefix=name, source="notebook parameters")
+def notebook_section(model: type[_Section], values: Any, name: str, dataset: str | None = None) -> Any:
+    """Validate a section injected into a notebook as a dict (the notebook's ``parameters`` cell).
+
+    With ``dataset``, the section's ``per_dataset`` overrides for it are applied.
+    """
+    source = "notebook parameters"
+    section = validate(model, values, prefix=name, source=source)
+    if dataset is None or not isinstance(section, _PerDataset):
+        return section
+    try:
+        return section.for_dataset(dataset)
+    except ValidationError as err:
+        raise _format(err, f"{name}.per_dataset.{dataset}", source) from None
+
+
+def notebook_variant(values: Any, name: str) -> Any:
+    """Validate one variant entry injected into a notebook (``variants.<name>`` of ``params.yaml``)."""
+    try:
+        return TypeAdapter(Variant).validate_python(values)
+    except ValidationError as err:
+        raise _format(err, f"variants.{name}", "notebook parameters") from None
 
 
 def dataset_name(value: Any) -> str:

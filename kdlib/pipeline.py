@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 import papermill
 from nbconvert import HTMLExporter
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from kdlib import params as P
 from kdlib.io import atomic_path
@@ -37,25 +38,40 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "teacher": Stage("notebooks/01_teacher.ipynb", ("data", "teacher")),
+    "distill": Stage("notebooks/02_distill.ipynb", ("data", "student")),
 }
 
 
-def results_dir(stage: str, dataset: str, root: Path) -> Path:
-    """Where a stage writes its artefacts for one dataset."""
-    return root / "results" / stage / dataset
+def run_key(dataset: str, variant: str | None = None, seed: int | None = None) -> list[str]:
+    """The parts that name one run of a stage: the dataset, and for students the variant and seed."""
+    return [dataset] if variant is None else [dataset, variant, f"seed{seed}"]
 
 
-def render_html(notebook: Path, dest: Path) -> None:
-    """Render an executed notebook as a self-contained HTML report, code cells hidden."""
+def results_dir(stage: str, key: list[str], root: Path) -> Path:
+    """Where a stage writes its artefacts for one run."""
+    return root.joinpath("results", stage, *key)
+
+
+def tidy(notebook: Path) -> nbformat.NotebookNode:
+    """Merge each cell's stream outputs and apply carriage returns, so a progress bar reads as one line."""
+    nb = nbformat.read(notebook, as_version=4)
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    nbformat.write(nb, notebook)
+    return nb
+
+
+def render_html(nb: nbformat.NotebookNode, dest: Path) -> None:
+    """Render an executed notebook as an HTML report with the code cells hidden."""
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    body, _ = exporter.from_notebook_node(nb)
     with atomic_path(dest) as tmp:
         tmp.write_text(body, encoding="utf-8")
 
 
-def run(stage: str, dataset: str, *, params_file: Path, root: Path) -> Path:
-    """Execute ``stage`` for ``dataset``; return the executed notebook's path."""
+def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str | None = None,
+        seed: int | None = None) -> Path:
+    """Execute ``stage`` for ``dataset`` (and a student's ``variant`` and ``seed``); return the executed notebook."""
     if stage not in STAGES:
         raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
     params = P.load(params_file)
@@ -64,10 +80,19 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path) -> Path:
             f"dataset = {dataset!r}: not in data.datasets of {params_file.name} ({', '.join(params.data.datasets)})"
         )
     spec = STAGES[stage]
-    out_dir = results_dir(stage, dataset, root)
+    key = run_key(dataset, variant, seed)
+    out_dir = results_dir(stage, key, root)
     out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"dataset": dataset, "out_dir": str(out_dir)}
     parameters |= {name: getattr(params, name).model_dump() for name in spec.sections}
+    if stage == "distill":
+        if variant not in params.variants:
+            raise P.ParamsError(f"variant = {variant!r}: not defined under variants "
+                                f"(defined: {', '.join(params.variants)})")
+        if seed is None or seed < 0:
+            raise P.ParamsError(f"seed = {seed!r}: give --seed, an integer >= 0")
+        parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(), "seed": seed,
+                       "teacher_dir": str(results_dir("teacher", [dataset], root))}
     executed = out_dir / "notebook.ipynb"
     failed = out_dir / "notebook.failed.ipynb"
     failed.unlink(missing_ok=True)
@@ -81,7 +106,7 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path) -> Path:
             if tmp.exists():
                 os.replace(tmp, failed)
             raise
-        render_html(tmp, root / "reports" / f"{stage}-{dataset}.html")
+        render_html(tidy(tmp), root / "reports" / f"{'-'.join([stage, *key])}.html")
     return executed
 
 
@@ -89,11 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
     parser.add_argument("dataset", help="a dataset listed in data.datasets")
+    parser.add_argument("--variant", help="distill: a variant defined under variants")
+    parser.add_argument("--seed", type=int, help="distill: the student's seed")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="workbook folder (default: here)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
-        run(args.stage, args.dataset, params_file=root / "params.yaml", root=root)
+        run(args.stage, args.dataset, params_file=root / "params.yaml", root=root, variant=args.variant,
+            seed=args.seed)
     except P.ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -60,3 +60,13 @@ def image_grid(x: Tensor, labels: Sequence[str], ncols: int = 10) -> Figure:
             ax.set_title(labels[i], fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def spikes_by_layer(spikes_per_image: dict[str, float]) -> Figure:
+    """Bar chart of spikes per image for each spiking layer (the ``total`` entry is left out)."""
+    frame = pd.DataFrame([(k, v) for k, v in spikes_per_image.items() if k != "total"], columns=["layer", "spikes"])
+    fig, ax = plt.subplots(figsize=(5, 3))
+    sns.barplot(data=frame, x="layer", y="spikes", ax=ax)
+    ax.set(ylabel="spikes per image", title=f"{spikes_per_image.get('total', frame.spikes.sum()):,.0f} in total")
+    fig.tight_layout()
+    return fig

@@ -12,19 +12,21 @@ import copy
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
-from kdlib.data import Dataset, Split, batches, random_shift
+from kdlib.data import Batch, Dataset, Encoding, Split, batches, encode, random_shift
 from kdlib.io import save_torch
+from kdlib.losses import Objective, TeacherTargets
+from kdlib.students import SpikingOutput
 
-LossFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+LossFn = Callable[[Batch], tuple[Tensor, Tensor]]
 PredictFn = Callable[[Tensor], Tensor]
 
 
@@ -53,7 +55,7 @@ def progress(iterable: Iterable[Any], **kwargs: Any) -> tqdm:
 def predict(predict_fn: PredictFn, split: Split, batch_size: int = 1000, device: torch.device | None = None) -> Tensor:
     """Logits for a whole split, computed in bounded chunks; returned on the CPU."""
     device = device or default_device()
-    return torch.cat([predict_fn(x.to(device)).float().cpu() for x, _ in batches(split, batch_size)])
+    return torch.cat([predict_fn(b.x.to(device)).float().cpu() for b in batches(split, batch_size)])
 
 
 def accuracy(logits: Tensor, labels: Tensor) -> float:
@@ -87,10 +89,15 @@ def fit(
     max_shift: int = 0,
     eval_batch_size: int = 1000,
     resume_path: str | Path | None = None,
+    param_groups: list[dict[str, Any]] | None = None,
     desc: str = "train",
     device: torch.device | None = None,
 ) -> FitResult:
     """Train ``modules`` (every trainable parameter in it) with Adam and a cosine schedule.
+
+    ``loss_fn`` maps a :class:`~kdlib.data.Batch` (augmented images and labels on the device, the
+    rows' indices in the training split) to ``(loss, logits)``; ``predict_fn`` maps images to logits.
+    ``param_groups`` optionally gives Adam's parameter groups (for per-module learning rates).
 
     After training, ``modules`` holds the weights of the epoch with the best validation accuracy
     (the earliest on ties). With ``resume_path``, the complete state is written there atomically
@@ -99,8 +106,8 @@ def fit(
     device = device or default_device()
     seed_everything(seed)
     modules.to(device)
-    params = [p for p in modules.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    groups = param_groups or [{"params": [p for p in modules.parameters() if p.requires_grad]}]
+    optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     steps_per_epoch = -(-len(data.train) // batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(seed)
@@ -123,10 +130,9 @@ def fit(
         modules.train()
         tic = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        for x, y in batches(data.train, batch_size, shuffle=True, generator=gen):
-            x = random_shift(x, max_shift, gen).to(device)
-            y = y.to(device)
-            loss, logits = loss_fn(x, y)
+        for batch in batches(data.train, batch_size, shuffle=True, generator=gen):
+            x, y = random_shift(batch.x, max_shift, gen).to(device), batch.y.to(device)
+            loss, logits = loss_fn(Batch(x, y, batch.index))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -162,12 +168,123 @@ def fit(
 def train_teacher(model: nn.Module, data: Dataset, cfg: Any, device: torch.device | None = None) -> FitResult:
     """Train an ANN teacher with cross-entropy (``cfg`` is a :class:`kdlib.params.TeacherParams`)."""
 
-    def loss_fn(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        logits = model(x).logits
-        return nn.functional.cross_entropy(logits, y), logits
+    def loss_fn(batch: Batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.x).logits
+        return nn.functional.cross_entropy(logits, batch.y), logits
 
     return fit(
         model, data, loss_fn, lambda x: model(x).logits, epochs=cfg.epochs, batch_size=cfg.batch_size,
         lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, max_shift=cfg.max_shift,
         desc=f"teacher {data.name}", device=device,
     )
+
+
+@torch.no_grad()
+def teacher_targets(teacher: nn.Module, split: Split, layers: Sequence[int], batch_size: int = 1000,
+                    device: torch.device | None = None) -> TeacherTargets:
+    """The frozen teacher's logits and the listed hidden layers' activations for a whole split, computed
+    once (in bounded chunks) and kept on the CPU; other layers are left empty."""
+    device = device or default_device()
+    teacher.eval().to(device)
+    logits, feats = [], {layer: [] for layer in layers}
+    for b in batches(split, batch_size):
+        out = teacher(b.x.to(device))
+        logits.append(out.logits.cpu())
+        for layer in layers:
+            feats[layer].append(out.features[layer].cpu())
+    n_layers = max(layers, default=-1) + 1
+    features = [torch.cat(feats[i]) if i in feats else torch.empty(0) for i in range(n_layers)]
+    return TeacherTargets(torch.cat(logits), features)
+
+
+def run_student(student: nn.Module, x: Tensor, steps: int, encoding: Encoding,
+                generator: torch.Generator | None = None) -> SpikingOutput:
+    """Encode a batch of images into ``steps`` time steps and run the student on it."""
+    return student(encode(x, steps, encoding, generator))
+
+
+def distill(student: nn.Module, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
+            teacher: nn.Module | None = None, teacher_lr: float | None = None,
+            device: torch.device | None = None, resume_path: str | Path | None = None) -> FitResult:
+    """Train a spiking student with a variant's objective (``cfg``: :class:`kdlib.params.StudentParams`).
+
+    A frozen teacher's outputs on the training set are computed once, before the first epoch, and
+    looked up by image index afterwards, unless training images are randomly shifted
+    (``cfg.max_shift``): then the teacher sees each shifted batch. A teacher that the objective
+    fine-tunes (``objective.trains_teacher``) runs on every batch and is optimised at ``teacher_lr``.
+    """
+    device = device or default_device()
+    if objective.uses_teacher and teacher is None:
+        raise ValueError(f"{type(objective).__name__} needs a teacher")
+    cached = None
+    live_teacher = objective.trains_teacher or (objective.uses_teacher and cfg.max_shift > 0)
+    if teacher is not None:
+        teacher.eval().to(device)  # fit() switches it to training mode only if it is fine-tuned
+    if objective.uses_teacher and not live_teacher:
+        cached = teacher_targets(teacher, data.train, objective.feature_layers, device=device)
+    encode_gen = torch.Generator(device=device).manual_seed(seed) if cfg.encoding == "rate" else None
+    modules = nn.ModuleDict({"student": student, "objective": objective})
+    groups = None
+    if objective.trains_teacher:
+        modules["teacher"] = teacher
+        groups = [{"params": [*student.parameters(), *objective.parameters()]},
+                  {"params": list(teacher.parameters()), "lr": teacher_lr}]
+
+    def loss_fn(batch: Batch) -> tuple[Tensor, Tensor]:
+        out = run_student(student, batch.x, cfg.steps, cfg.encoding, encode_gen)
+        targets = None
+        if live_teacher:
+            with torch.set_grad_enabled(objective.trains_teacher):
+                t_out = teacher(batch.x)
+            targets = TeacherTargets(t_out.logits, t_out.features)
+        elif cached is not None:
+            idx = batch.index
+            targets = TeacherTargets(cached.logits[idx].to(device),
+                                     [f[idx].to(device) if f.numel() else f for f in cached.features])
+        loss, _ = objective(out, batch.y, targets)
+        return loss, out.logits
+
+    def predict_fn(x: Tensor) -> Tensor:
+        gen = torch.Generator(device=x.device).manual_seed(seed) if cfg.encoding == "rate" else None
+        return run_student(student, x, cfg.steps, cfg.encoding, gen).logits
+
+    return fit(modules, data, loss_fn, predict_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+               weight_decay=cfg.weight_decay, seed=seed, max_shift=cfg.max_shift, param_groups=groups,
+               resume_path=resume_path,
+               desc=f"student {data.name}", device=device)
+
+
+@dataclass
+class StudentEvaluation:
+    """A student's accuracy on a split, its logits, and spikes and synaptic operations per image."""
+
+    accuracy: float
+    logits: Tensor
+    spikes_per_image: dict[str, float]
+    synops_per_image: float
+
+
+@torch.no_grad()
+def evaluate_student(student: nn.Module, split: Split, cfg: Any, *, seed: int = 0, batch_size: int = 1000,
+                     device: torch.device | None = None) -> StudentEvaluation:
+    """Run a student over a split in chunks; count spikes by layer and synaptic operations
+    (spikes × fan-out, plus input spikes × the first layer's fan-out when the input is rate-coded)."""
+    device = device or default_device()
+    student.eval().to(device)
+    gen = torch.Generator(device=device).manual_seed(seed) if cfg.encoding == "rate" else None
+    logits, spike_sums, input_spikes = [], None, 0.0
+    for b in batches(split, batch_size):
+        x_seq = encode(b.x.to(device), cfg.steps, cfg.encoding, gen)
+        out = student(x_seq)
+        logits.append(out.logits.float().cpu())
+        sums = torch.stack([s.sum() for s in out.spikes]).double().cpu()
+        spike_sums = sums if spike_sums is None else spike_sums + sums
+        if cfg.encoding == "rate":
+            input_spikes += x_seq.sum().item()
+    n = len(split)
+    per_layer = (spike_sums / n).tolist()
+    synops = sum(c * f for c, f in zip(per_layer, student.fan_outs(), strict=True))
+    synops += input_spikes / n * student.input_fan_out()
+    logits_all = torch.cat(logits)
+    spikes = {f"layer{i}": round(c, 3) for i, c in enumerate(per_layer)} | {"total": round(sum(per_layer), 3)}
+    return StudentEvaluation(accuracy(logits_all, split.y), logits_all, spikes, round(synops, 1))

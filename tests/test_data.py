@@ -44,10 +44,14 @@ def test_full_datasets_from_idx_folder(idx_root: Path) -> None:
 
 def test_batches_cover_split_once(mnist5k: D.Dataset) -> None:
     gen = torch.Generator().manual_seed(0)
-    seen = torch.cat([y for _, y in D.batches(mnist5k.val, 64, shuffle=True, generator=gen)])
-    assert len(seen) == 500 and torch.equal(seen.sort().values, mnist5k.val.y.sort().values)
-    sizes = [len(y) for _, y in D.batches(mnist5k.val, 64)]
-    assert sizes == [64] * 7 + [52]
+    shuffled = list(D.batches(mnist5k.val, 64, shuffle=True, generator=gen))
+    index = torch.cat([b.index for b in shuffled])
+    assert torch.equal(index.sort().values, torch.arange(500))  # every image exactly once
+    assert all(torch.equal(b.y, mnist5k.val.y[b.index]) and torch.equal(b.x, mnist5k.val.x[b.index])
+               for b in shuffled)
+    in_order = list(D.batches(mnist5k.val, 64))
+    assert [len(b.y) for b in in_order] == [64] * 7 + [52]
+    assert torch.equal(torch.cat([b.index for b in in_order]), torch.arange(500))
 
 
 def test_random_shift_moves_content(mnist5k: D.Dataset) -> None:

@@ -21,8 +21,14 @@ def _write(tmp_path: Path, edit: dict) -> Path:
         else:
             raw[section] = value
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def test_dataset_names_match_the_loader() -> None:
+    from kdlib import data
+
+    assert P.DATASETS == data.DATASETS
 
 
 def test_committed_params_are_valid() -> None:
@@ -62,8 +68,47 @@ def test_missing_section_and_unknown_section(tmp_path: Path) -> None:
         P.load(path)
     assert str(err.value).splitlines() == [
         "params.yaml: teacher = (missing): Field required",
+        "params.yaml: student = (missing): Field required",
+        "params.yaml: variants = (missing): Field required",
+        "params.yaml: distill = (missing): Field required",
         "params.yaml: teachr = {}: Extra inputs are not permitted",
     ]
+
+
+def test_per_dataset_overrides(tmp_path: Path) -> None:
+    params = P.load(_write(tmp_path, {"teacher.per_dataset": {"mnist": {"epochs": 3}}}))
+    assert params.teacher.for_dataset("mnist").epochs == 3
+    assert params.teacher.for_dataset("fashion-mnist").epochs == params.teacher.epochs
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, {"teacher.per_dataset": {"mnist": {"epochs": "3"}}}))
+    assert str(err.value) == "params.yaml: teacher.per_dataset.mnist.epochs = '3': Input should be a valid integer"
+    with pytest.raises(P.ParamsError, match=r"teacher.per_dataset.cifar.\[key\] = 'cifar': Input should be 'mnist', "):
+        P.load(_write(tmp_path, {"teacher.per_dataset": {"cifar": {}}}))
+    cfg = P.notebook_section(P.TeacherParams, {"per_dataset": {"mnist-5k": {"seed": 4}}}, "teacher", "mnist-5k")
+    assert cfg.seed == 4
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"student.steps": 0}, "params.yaml: student.steps = 0: Input should be greater than or equal to 1"),
+    ({"student.neuron": "adex"},
+     "params.yaml: student.neuron = 'adex': Input should be 'lif', 'ste-continuous' or 'ste-discontinuous'"),
+    ({"variants.kd": {"loss": "kd", "alpha": 1.5, "tau_teacher": 4.0, "tau_student": 4.0}},
+     "params.yaml: variants.kd.alpha = 1.5: Input should be less than or equal to 1"),
+    ({"variants.kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": -4.0, "tau_student": 4.0}},
+     "params.yaml: variants.kd.tau_teacher = -4.0: Input should be greater than 0"),
+    ({"variants.kd": {"loss": "kld"}}, "params.yaml: variants.kd = {'loss': 'kld'}: Input tag 'kld' found using "
+     "'loss' does not match any of the expected tags: 'ce', 'kd', 'decoder_kd', 'attention_kd', 'joint_kd', "
+     "'bidirectional_kd'"),
+    ({"variants.scratch": {"loss": "ce", "student": {"steps": -1}}},
+     "params.yaml: variants.scratch.student.steps = -1: Input should be greater than or equal to 1"),
+    ({"distill.variants": ["kd", "fitnet"]},
+     "params.yaml: distill.variants.1 = 'fitnet': not defined under variants (defined: scratch, ste_discontinuous, "
+     "ste_continuous, kd, hetero_kd, decoder_kd, bidirectional_kd, attention_kd, joint_kd)"),
+])
+def test_bad_student_and_variant_values(tmp_path: Path, edit: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, edit))
+    assert str(err.value) == message
 
 
 def test_unreadable_files(tmp_path: Path) -> None:

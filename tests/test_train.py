@@ -80,9 +80,9 @@ def test_resume_after_interruption_matches_uninterrupted_run(mnist5k: Dataset, t
     from kdlib.train import fit
 
     def run(model: torch.nn.Module):
-        def loss_fn(x, y):
-            logits = model(x).logits
-            return torch.nn.functional.cross_entropy(logits, y), logits
+        def loss_fn(batch):
+            logits = model(batch.x).logits
+            return torch.nn.functional.cross_entropy(logits, batch.y), logits
         return fit(model, data, loss_fn, lambda x: model(x).logits, epochs=3, batch_size=100, lr=cfg.lr,
                    seed=cfg.seed, resume_path=state, device=CPU)
 

@@ -1,0 +1,209 @@
+"""Training objectives of the distillation variants (DESIGN.md §4).
+
+Notation: teacher logits z_T and hidden activations h_T^l; student outputs o_t per step, logits
+z_S = mean_t o_t, hidden spikes s_t^l and firing rates r^l = mean_t s_t^l.
+
+An objective is an ``nn.Module``: what it learns besides the student (spike decoders, regressors)
+are its submodules, so the training loop optimises them with the student. Every objective maps the
+student's :class:`~kdlib.students.SpikingOutput`, the labels and the teacher's
+:class:`TeacherTargets` to a scalar loss and a dict of its named parts (for logging).
+Adding a variant is one objective class here plus one entry in ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kdlib.students import SpikingOutput
+
+
+class TeacherTargets(NamedTuple):
+    """The teacher's logits (B, classes) and hidden activations (one (B, ...) tensor per layer)."""
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+# ------------------------------------------------------------------------------------------- primitives
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, tau_teacher: float, tau_student: float) -> Tensor:
+    """τ_T·τ_S·KL(softmax(z_T/τ_T) ‖ softmax(z_S/τ_S)), averaged over the batch.
+
+    With τ_T = τ_S = τ this is the τ²-scaled loss of Hinton et al., "Distilling the Knowledge in a
+    Neural Network" (2015). With τ_S < τ_T the student matches the teacher's distribution with logits
+    smaller by τ_S/τ_T: the heterogeneous temperatures of Lee et al., "Energy-efficient knowledge
+    distillation for spiking neural networks" (2021), read as lower output magnitudes, fewer spikes.
+    """
+    log_p_teacher = F.log_softmax(teacher_logits / tau_teacher, dim=-1)
+    log_p_student = F.log_softmax(student_logits / tau_student, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return tau_teacher * tau_student * kl
+
+
+def attention_map(activation: Tensor, width: int | None = None) -> Tensor:
+    """L2-normalised attention map of a layer (Zagoruyko & Komodakis, "Paying More Attention to Attention").
+
+    Convolutional (B, C, H, W): the channel sum of squared activations, flattened over H·W. Dense
+    (B, N): the squared units. ``width`` average-pools a longer map to the student's length (for dense
+    layers of different widths; the workbook's interpretation, see the distillation notebook).
+    """
+    a = activation.pow(2)
+    a = a.sum(1).flatten(1) if a.dim() == 4 else a.flatten(1)
+    if width is not None and a.shape[1] != width:
+        a = F.adaptive_avg_pool1d(a.unsqueeze(1), width).squeeze(1)
+    return F.normalize(a, dim=1)
+
+
+class SpikeDecoder(nn.Module):
+    """D(s) = W·(Σ_t w_t s_t) + b: a learned temporal weighting of a spike train, then a linear map to
+    the teacher's width (the decoder of Liu & Yi's DNN-to-SNN distillation). Spikes are flattened."""
+
+    def __init__(self, steps: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.time_weights = nn.Parameter(torch.full((steps,), 1.0 / steps))
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        return self.linear(torch.einsum("t,tbn->bn", self.time_weights, spikes.flatten(2)))
+
+
+class RateRegressor(nn.Module):
+    """R(r) = W·r + b: a linear regressor from a layer's firing rates to the teacher's activations (KDSNN)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+
+    def forward(self, spikes: Tensor) -> Tensor:
+        return self.linear(spikes.flatten(2).mean(0))
+
+
+# ------------------------------------------------------------------------------------------- objectives
+class Objective(nn.Module):
+    """Base class: cross-entropy on the student's logits. Subclasses add terms."""
+
+    uses_teacher = False  # needs TeacherTargets
+    trains_teacher = False  # the teacher is fine-tuned with the student (it must not be frozen/cached)
+    feature_layers: tuple[int, ...] = ()  # teacher hidden layers the objective reads
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(out.logits, labels)
+        return ce, {"ce": ce.detach()}
+
+
+class Distillation(Objective):
+    """(1−α)·CE(z_S, y) + α·KD(z_T, z_S; τ_T, τ_S)."""
+
+    uses_teacher = True
+
+    def __init__(self, alpha: float, tau_teacher: float, tau_student: float) -> None:
+        super().__init__()
+        self.alpha, self.tau_teacher, self.tau_student = alpha, tau_teacher, tau_student
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+        assert teacher is not None
+        ce = F.cross_entropy(out.logits, labels)
+        kd = kd_loss(out.logits, teacher.logits.detach(), self.tau_teacher, self.tau_student)
+        return (1 - self.alpha) * ce + self.alpha * kd, {"ce": ce.detach(), "kd": kd.detach()}
+
+
+class _FeatureDistillation(Distillation):
+    """Distillation + β · Σ_l feature_term(l); ``layers`` pairs student layer l with teacher layer l."""
+
+    def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float,
+                 layers: Sequence[int]) -> None:
+        super().__init__(alpha, tau_teacher, tau_student)
+        self.beta, self.feature_layers = beta, tuple(layers)
+
+    def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+        loss, parts = super().forward(out, labels, teacher)
+        assert teacher is not None
+        feat = sum(self.feature_term(i, out.spikes[layer], teacher.features[layer].detach())
+                   for i, layer in enumerate(self.feature_layers))
+        parts["feature"] = feat.detach()
+        return loss + self.beta * feat, parts
+
+
+class DecoderDistillation(_FeatureDistillation):
+    """KD + β·Σ_l MSE(D_l(s^l), h_T^l) with a trainable :class:`SpikeDecoder` per layer (Liu & Yi)."""
+
+    def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float, layers: Sequence[int],
+                 steps: int, student_widths: Sequence[int], teacher_widths: Sequence[int]) -> None:
+        super().__init__(alpha, tau_teacher, tau_student, beta, layers)
+        self.decoders = nn.ModuleList(SpikeDecoder(steps, student_widths[i], teacher_widths[i]) for i in layers)
+
+    def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(self.decoders[i](spikes), target.flatten(1))
+
+
+class AttentionDistillation(_FeatureDistillation):
+    """KD + β·Σ_l ‖A(r^l) − A(h_T^l)‖₂ with parameter-free attention maps (LaSNN, layer-wise)."""
+
+    def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
+        rates = spikes.mean(0)
+        student_map = attention_map(rates)
+        return (student_map - attention_map(target, student_map.shape[1])).norm(dim=1).mean()
+
+
+class JointDistillation(_FeatureDistillation):
+    """(1−α)·CE + α·KD + β·Σ_l MSE(R_l(r^l), h_T^l) with a learned :class:`RateRegressor` (KDSNN)."""
+
+    def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float, layers: Sequence[int],
+                 student_widths: Sequence[int], teacher_widths: Sequence[int]) -> None:
+        super().__init__(alpha, tau_teacher, tau_student, beta, layers)
+        self.regressors = nn.ModuleList(RateRegressor(student_widths[i], teacher_widths[i]) for i in layers)
+
+    def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(self.regressors[i](spikes), target.flatten(1))
+
+
+class BidirectionalDistillation(DecoderDistillation):
+    """Decoder KD for the student, and the teacher fine-tuned at the same time with
+    CE(z_T, y) + γ·KD(z_S, z_T; τ, τ) so that it adapts to the student (Liu & Yi's reverse path)."""
+
+    trains_teacher = True
+
+    def __init__(self, gamma: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gamma = gamma
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+        loss, parts = super().forward(out, labels, teacher)  # every teacher target is detached there
+        assert teacher is not None
+        teacher_ce = F.cross_entropy(teacher.logits, labels)
+        reverse = kd_loss(teacher.logits, out.logits.detach(), self.tau_student, self.tau_teacher)
+        parts |= {"teacher_ce": teacher_ce.detach(), "reverse_kd": reverse.detach()}
+        return loss + teacher_ce + self.gamma * reverse, parts
+
+
+def build_objective(variant: Any, steps: int, student_widths: Sequence[int],
+                    teacher_widths: Sequence[int]) -> Objective:
+    """The objective of a validated variant entry of ``params.yaml``."""
+    loss = variant.loss
+    if loss == "ce":
+        return Objective()
+    kd = {"alpha": variant.alpha, "tau_teacher": variant.tau_teacher, "tau_student": variant.tau_student}
+    if loss == "kd":
+        return Distillation(**kd)
+    for layer in variant.layers:
+        if not 0 <= layer < min(len(student_widths), len(teacher_widths)):
+            raise ValueError(f"layers: {layer} is not a hidden layer of both student and teacher "
+                             f"(student has {len(student_widths)}, teacher {len(teacher_widths)})")
+    feat = kd | {"beta": variant.beta, "layers": variant.layers}
+    widths = {"student_widths": student_widths, "teacher_widths": teacher_widths}
+    if loss == "decoder_kd":
+        return DecoderDistillation(**feat, steps=steps, **widths)
+    if loss == "bidirectional_kd":
+        return BidirectionalDistillation(gamma=variant.gamma, **feat, steps=steps, **widths)
+    if loss == "attention_kd":
+        return AttentionDistillation(**feat)
+    if loss == "joint_kd":
+        return JointDistillation(**feat, **widths)
+    raise ValueError(f"unknown loss {loss!r}")
