@@ -5,10 +5,10 @@
     python -m kdlib.pipeline teacher mnist
 
 validates the whole ``params.yaml`` first, then executes the stage's notebook with the sections it
-needs injected as parameters, writes the executed notebook to ``results/<stage>/<dataset>/`` and
-its HTML rendering to ``reports/``. Both are written atomically: an interrupted or failed run
-leaves no executed notebook or report behind (a failed run keeps ``notebook.failed.ipynb`` next to
-where the notebook would be, for debugging).
+needs injected as parameters, writes the executed notebook to ``results/<stage>/<run>/``. It is written atomically: an
+interrupted or failed run leaves no executed notebook behind (a failed run keeps
+``notebook.failed.ipynb`` next to where the notebook would be, for debugging). The HTML reports are
+rendered from the executed notebooks by a later stage (:mod:`kdlib.reports`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import nbformat
 import papermill
-from nbconvert import HTMLExporter
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from kdlib import params as P
@@ -52,21 +51,11 @@ def results_dir(stage: str, key: list[str], root: Path) -> Path:
     return root.joinpath("results", stage, *key)
 
 
-def tidy(notebook: Path) -> nbformat.NotebookNode:
+def tidy(notebook: Path) -> None:
     """Merge each cell's stream outputs and apply carriage returns, so a progress bar reads as one line."""
     nb = nbformat.read(notebook, as_version=4)
     nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
     nbformat.write(nb, notebook)
-    return nb
-
-
-def render_html(nb: nbformat.NotebookNode, dest: Path) -> None:
-    """Render an executed notebook as an HTML report with the code cells hidden."""
-    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nb)
-    with atomic_path(dest) as tmp:
-        tmp.write_text(body, encoding="utf-8")
 
 
 def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str | None = None,
@@ -95,7 +84,8 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str
                        "teacher_dir": str(results_dir("teacher", [dataset], root))}
     executed = out_dir / "notebook.ipynb"
     failed = out_dir / "notebook.failed.ipynb"
-    failed.unlink(missing_ok=True)
+    for leftover in (failed, *out_dir.glob(".partial-*")):  # from an earlier failed or killed run
+        leftover.unlink(missing_ok=True)
     with atomic_path(executed) as tmp:
         try:
             papermill.execute_notebook(
@@ -106,7 +96,7 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str
             if tmp.exists():
                 os.replace(tmp, failed)
             raise
-        render_html(tidy(tmp), root / "reports" / f"{'-'.join([stage, *key])}.html")
+        tidy(tmp)
     return executed
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kdlib.data import Dataset, load_dataset
 
@@ -32,3 +36,43 @@ def idx_root() -> Path:
     if root is None:
         pytest.skip("no folder of MNIST IDX files (set KDLIB_DATA_ROOT)")
     return root
+
+
+TINY = {
+    "data": {"datasets": ["mnist-5k"], "val_size": 500, "split_seed": 0},
+    "teacher": {"arch": "mlp", "hidden": [32, 32], "dropout": 0.1, "epochs": 1, "batch_size": 100, "lr": 3.0e-3,
+                "weight_decay": 0.0, "max_shift": 0, "seed": 0},
+    "student": {"hidden": [24, 24], "steps": 3, "epochs": 1, "batch_size": 100, "lr": 3.0e-3},
+    "variants": {"scratch": {"loss": "ce"},
+                 "kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0}},
+    "distill": {"variants": ["scratch", "kd"], "seeds": [0]},
+}
+
+
+def venv_env() -> dict[str, str]:
+    """The environment with this interpreter's folder first on PATH, so that ``python`` in a stage is ours."""
+    return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def dvc(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run DVC in ``work`` as a user would; fail the test with DVC's output if it fails."""
+    proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=work, env=venv_env(), text=True,
+                          capture_output=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture()
+def workbook(tmp_path: Path) -> Path:
+    """A copy of the workbook (code, notebooks, pipeline) with tiny parameters, under its own DVC repo."""
+    work = tmp_path / "workbook"
+    work.mkdir()
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(ROOT / name, work / name)
+    for name in ("kdlib", "notebooks"):
+        shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
+    (work / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    dvc(work, "init", "--no-scm", "-q")
+    dvc(work, "config", "core.analytics", "false")
+    return work

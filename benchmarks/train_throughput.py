@@ -1,0 +1,209 @@
+"""Training throughput of the default SNN student against a straightforward loop, a peer library and
+the machine's roofline, measured in one run on one machine.
+
+    uv sync --group bench && uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--repeats 5]
+
+Every configuration runs in a fresh subprocess (so that its peak memory is its own): it trains the
+student of ``params.yaml`` (architecture, widths, neuron) on batches of real MNIST digits (mnist-5k) for
+a fixed number of optimiser steps, ``--repeats`` times, and reports the median images per second.
+
+Implementations, all the same network (784-H-…-10, LIF with reset to zero, rate-decoded readout), the
+same batch size and the same T:
+
+``kdlib``      the workbook's student: batched synaptic input over time, fused LIF sequence
+``loop``       the straightforward way: norse ``LIFBoxCell`` modules and the Linear layers called once
+               per time step
+``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
+
+The roofline is the student's floating-point work per training image (forward matmuls, and in the
+backward pass the weight gradients plus the input gradients of every layer but the first) divided by
+the dense fp32 matmul rate measured here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
+    """Median dense fp32 matmul rate (GFLOP/s) on all threads torch uses."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def training_flops(widths: list[int], num_classes: int, steps: int, constant_input: bool) -> float:
+    """FLOPs per training image of the dense layers of an MLP student over ``steps`` time steps."""
+    layers = list(zip([784, *widths], [*widths, num_classes], strict=True))
+    flops = 0.0
+    for i, (fan_in, fan_out) in enumerate(layers):
+        calls = 1 if (i == 0 and constant_input) else steps
+        macs = fan_in * fan_out * calls
+        flops += 2 * macs  # forward
+        flops += 2 * macs  # weight gradient
+        if i > 0:
+            flops += 2 * macs  # input gradient (the images need none)
+    return flops
+
+
+def _student_cfg(steps: int):
+    from kdlib import params as P
+
+    return P.load(ROOT / "params.yaml").student.model_copy(update={"steps": steps})
+
+
+def _build(impl: str, steps: int):
+    """(model, forward(x) -> logits) for one implementation."""
+    import torch
+    from torch import nn
+
+    cfg = _student_cfg(steps)
+    torch.manual_seed(0)
+    if impl == "kdlib":
+        from kdlib.data import encode
+        from kdlib.students import build_student
+
+        net = build_student(cfg)
+        return net, lambda x: net(encode(x, steps, "direct")).logits
+    widths = [784, *cfg.hidden]
+    linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+    head = nn.Linear(widths[-1], 10)
+    model = nn.ModuleList([*linears, head])
+    if impl == "loop":
+        import norse.torch as nt
+
+        p = nt.LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / cfg.tau_mem), v_th=torch.as_tensor(cfg.v_th))
+        cells = [nt.LIFBoxCell(p, dt=1.0) for _ in cfg.hidden]
+
+        def forward(x):
+            h0, states, out = x.flatten(1), [None] * len(cells), 0.0
+            for _ in range(steps):
+                h = h0
+                for j, (lin, cell) in enumerate(zip(linears, cells, strict=True)):
+                    h, states[j] = cell(lin(h), states[j])
+                out = out + head(h)
+            return out / steps
+
+        return model, forward
+    if impl == "snntorch":
+        import snntorch as snn
+        from snntorch import surrogate
+
+        # snnTorch's Leaky integrates mem = β·mem + I; with β = 1 − 1/τ and the input scaled by 1/τ this is
+        # the student's v' = v + (I − v)/τ, reset to zero at the same threshold.
+        beta, gain = 1.0 - 1.0 / cfg.tau_mem, 1.0 / cfg.tau_mem
+        neurons = [snn.Leaky(beta=beta, threshold=cfg.v_th, reset_mechanism="zero",
+                             spike_grad=surrogate.fast_sigmoid(slope=1.0)) for _ in cfg.hidden]
+
+        def forward(x):
+            h0, mems, out = x.flatten(1), [n.init_leaky() for n in neurons], 0.0
+            for _ in range(steps):
+                h = h0
+                for j, (lin, neuron) in enumerate(zip(linears, neurons, strict=True)):
+                    h, mems[j] = neuron(gain * lin(h), mems[j])
+                out = out + head(h)
+            return out / steps
+
+        return model, forward
+    raise ValueError(f"unknown implementation {impl!r}")
+
+
+def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int) -> dict:
+    """Median training throughput of one implementation (runs in its own process)."""
+    import torch
+
+    from kdlib.data import batches, load_dataset
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    data = load_dataset("mnist-5k").train
+    model, forward = _build(impl, steps)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    pool = [(b.x, b.y) for b in batches(data, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+            if len(b.y) == batch_size]
+
+    def step(i: int) -> None:
+        x, y = pool[i % len(pool)]
+        loss = torch.nn.functional.cross_entropy(forward(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for i in range(5):
+        step(i)
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for i in range(iters):
+            step(i)
+        rates.append(iters * batch_size / (time.perf_counter() - t))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"impl": impl, "steps": steps, "images_per_second": statistics.median(rates), "runs": rates,
+            "peak_rss_mib": round(peak_mib, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--impls", nargs="+", default=["kdlib", "loop", "snntorch"])
+    parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--one", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cfg = _student_cfg(4)
+    if args.one:
+        print(json.dumps(measure_one(args.one[0], int(args.one[1]), cfg.batch_size, args.iters, args.repeats)))
+        return
+
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    gflops = matmul_gflops()
+    print(f"dense fp32 matmul: {gflops:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    results = []
+    for steps in args.steps:
+        roofline = gflops * 1e9 / training_flops(cfg.hidden, 10, steps, constant_input=True)
+        row = {"steps": steps, "roofline_images_per_second": roofline}
+        for impl in args.impls:
+            proc = subprocess.run([sys.executable, __file__, "--one", impl, str(steps), "--iters", str(args.iters),
+                                   "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            row[impl] = r
+        k = row["kdlib"]["images_per_second"]
+        row["kdlib_vs_roofline"] = k / roofline
+        for other in ("loop", "snntorch"):
+            if other in row:
+                row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
+        results.append(row)
+        print(f"T={steps:>3}: roofline {roofline:8.0f} img/s | " + " | ".join(
+            f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
+            for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
+            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("loop", "snntorch") if o in row))
+    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "matmul_gflops": gflops, "student": cfg.model_dump(), "iters": args.iters, "repeats": args.repeats}
+    args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Collect the metrics of every stage run into tables (for the README and the report).
+
+::
+
+    python -m kdlib.summary          # markdown tables of the committed results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def load_metrics(root: Path, stage: str) -> pd.DataFrame:
+    """One row per ``results/<stage>/**/metrics.json`` (nested dicts flattened with dots)."""
+    rows = [json.loads(p.read_text()) for p in sorted((root / "results" / stage).rglob("metrics.json"))]
+    return pd.json_normalize(rows) if rows else pd.DataFrame()
+
+
+def student_table(students: pd.DataFrame, variants: list[str] | None = None) -> pd.DataFrame:
+    """Mean and standard deviation over seeds of each (dataset, variant)."""
+    cols = {"test_accuracy": "test accuracy", "spikes_per_image.total": "spikes / image",
+            "synops_per_image": "SynOps / image"}
+    grouped = students.groupby(["dataset", "variant"])[list(cols)]
+    table = grouped.mean().join(grouped.std(ddof=1), rsuffix="_std").join(grouped.size().rename("seeds"))
+    if variants is not None:
+        order = {v: i for i, v in enumerate(variants)}
+        def rank(idx: pd.Index) -> pd.Index:
+            return idx.map(lambda v: order.get(v, len(order))) if idx.name == "variant" else idx
+
+        table = table.sort_index(key=rank)
+    return table
+
+
+def markdown(root: Path, variants: list[str] | None = None) -> str:
+    """The README's results section: the teacher per dataset, then the students per dataset."""
+    lines = []
+    teachers = load_metrics(root, "teacher")
+    if not teachers.empty:
+        lines += ["| dataset | teacher test accuracy | val accuracy | epochs | train time (s) |", "|---|---|---|---|---|"]
+        for _, t in teachers.iterrows():
+            lines.append(f"| {t.dataset} | {t.test_accuracy:.2%} | {t.val_accuracy:.2%} | {t.epochs} | "
+                         f"{t.train_seconds:.0f} |")
+    students = load_metrics(root, "distill")
+    if not students.empty:
+        table = student_table(students, variants)
+        for dataset in table.index.get_level_values(0).unique():
+            lines += ["", f"**{dataset}** (mean ± std over seeds, T = {int(students.steps.max())})", "",
+                      "| variant | test accuracy | spikes / image | SynOps / image | seeds |", "|---|---|---|---|---|"]
+            for variant, r in table.loc[dataset].iterrows():
+                lines.append(
+                    f"| {variant} | {r['test_accuracy']:.2%} ± {r['test_accuracy_std']:.2%} | "
+                    f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
+                    f"{r['synops_per_image']:,.0f} | {r['seeds']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m kdlib.summary", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    args = parser.parse_args(argv)
+    from kdlib import params as P
+
+    variants = P.load(args.root / "params.yaml").distill.variants
+    print(markdown(args.root.resolve(), variants))
+
+
+if __name__ == "__main__":
+    main()
