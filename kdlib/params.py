@@ -132,6 +132,19 @@ class DistillParams(_Section):
     seeds: list[int] = Field(min_length=1)
 
 
+class SpikesParams(_Section):
+    """The spike analysis: time steps, the conversion baseline, early exit and noise."""
+
+    max_steps: int = Field(default=16, ge=1, le=1024)
+    conversion_steps: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default=[1, 2, 4, 8, 16, 32, 64, 128, 256], min_length=1)
+    percentile: float = Field(default=99.9, gt=0.0, le=100.0)
+    calibration_images: int = Field(default=5000, ge=1)
+    exit_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
+        default=[0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], min_length=1)
+    noise_seed: int = Field(default=0, ge=0)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -140,6 +153,7 @@ class Params(_Section):
     student: StudentParams
     variants: dict[str, Variant]
     distill: DistillParams
+    spikes: SpikesParams = SpikesParams()
 
 
 def student_for(student: StudentParams, variants: dict[str, Any], name: str, dataset: str,

@@ -33,11 +33,14 @@ class Stage:
 
     notebook: str
     sections: tuple[str, ...]
+    per_dataset: bool = True  # run once per dataset (else once for the whole study)
 
 
 STAGES: dict[str, Stage] = {
     "teacher": Stage("notebooks/01_teacher.ipynb", ("data", "teacher")),
     "distill": Stage("notebooks/02_distill.ipynb", ("data", "student")),
+    "spikes": Stage("notebooks/03_spikes.ipynb", ("data", "spikes")),
+    "report": Stage("notebooks/05_report.ipynb", (), per_dataset=False),
 }
 
 
@@ -58,20 +61,23 @@ def tidy(notebook: Path) -> None:
     nbformat.write(nb, notebook)
 
 
-def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str | None = None,
+def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None,
         seed: int | None = None) -> Path:
     """Execute ``stage`` for ``dataset`` (and a student's ``variant`` and ``seed``); return the executed notebook."""
     if stage not in STAGES:
         raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
     params = P.load(params_file)
+    spec = STAGES[stage]
+    if not spec.per_dataset:
+        out_dir = results_dir(stage, [], root)
+        parameters = {"results_root": str(root / "results"), "params_file": str(params_file), "out_dir": str(out_dir)}
+        return _execute(spec, parameters, out_dir, root)
     if dataset not in params.data.datasets:
         raise P.ParamsError(
             f"dataset = {dataset!r}: not in data.datasets of {params_file.name} ({', '.join(params.data.datasets)})"
         )
-    spec = STAGES[stage]
     key = run_key(dataset, variant, seed)
     out_dir = results_dir(stage, key, root)
-    out_dir.mkdir(parents=True, exist_ok=True)
     parameters = {"dataset": dataset, "out_dir": str(out_dir)}
     parameters |= {name: getattr(params, name).model_dump() for name in spec.sections}
     if stage == "distill":
@@ -82,6 +88,15 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str
             raise P.ParamsError(f"seed = {seed!r}: give --seed, an integer >= 0")
         parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(), "seed": seed,
                        "teacher_dir": str(results_dir("teacher", [dataset], root))}
+    if stage == "spikes":
+        parameters |= {"teacher_dir": str(results_dir("teacher", [dataset], root)),
+                       "students_dir": str(results_dir("distill", [dataset], root))}
+    return _execute(spec, parameters, out_dir, root)
+
+
+def _execute(spec: Stage, parameters: dict, out_dir: Path, root: Path) -> Path:
+    """Run the notebook with papermill into ``out_dir/notebook.ipynb``, atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / "notebook.ipynb"
     failed = out_dir / "notebook.failed.ipynb"
     for leftover in (failed, *out_dir.glob(".partial-*")):  # from an earlier failed or killed run
@@ -103,7 +118,7 @@ def run(stage: str, dataset: str, *, params_file: Path, root: Path, variant: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib.pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
-    parser.add_argument("dataset", help="a dataset listed in data.datasets")
+    parser.add_argument("dataset", nargs="?", help="a dataset listed in data.datasets (per-dataset stages)")
     parser.add_argument("--variant", help="distill: a variant defined under variants")
     parser.add_argument("--seed", type=int, help="distill: the student's seed")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="workbook folder (default: here)")

@@ -22,7 +22,9 @@ from nbconvert import HTMLExporter
 from kdlib.io import atomic_path
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-STAGE_TITLES = {"teacher": "Stage 1: teachers", "distill": "Stage 2: distilled students"}
+STAGE_TITLES = {"report": "Results of the study", "teacher": "Stage 1: teachers",
+                "distill": "Stage 2: distilled students", "spikes": "Stage 3: spike analysis",
+                "loihi": "Stage 4: Loihi deployment"}  # the index lists the stages in this order
 
 
 def render_html(nb: nbformat.NotebookNode) -> str:
@@ -64,10 +66,11 @@ def build(root: Path) -> list[Path]:
         sections.setdefault(notebook.relative_to(results).parts[0], []).append(_row(nb, name))
     for stale in set(reports.glob("*.html")) - set(written) - {reports / "index.html"}:
         stale.unlink()
+    order = [*[s for s in STAGE_TITLES if s in sections], *sorted(set(sections) - set(STAGE_TITLES))]
     body = "".join(
         f"<h2>{html.escape(STAGE_TITLES.get(stage, stage))}</h2><table><tr><th>report</th><th>run started</th>"
-        f"<th>took</th><th>parameters</th></tr>{''.join(rows)}</table>"
-        for stage, rows in sections.items())
+        f"<th>took</th><th>parameters</th></tr>{''.join(sections[stage])}</table>"
+        for stage in order)
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>DNN to SNN distillation: reports"
             "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
             "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.3em .6em;"

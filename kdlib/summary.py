@@ -40,7 +40,8 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
     lines = []
     teachers = load_metrics(root, "teacher")
     if not teachers.empty:
-        lines += ["| dataset | teacher test accuracy | val accuracy | epochs | train time (s) |", "|---|---|---|---|---|"]
+        lines += ["| dataset | teacher test accuracy | val accuracy | epochs | train time (s) |",
+                  "|---|---|---|---|---|"]
         for _, t in teachers.iterrows():
             lines.append(f"| {t.dataset} | {t.test_accuracy:.2%} | {t.val_accuracy:.2%} | {t.epochs} | "
                          f"{t.train_seconds:.0f} |")
@@ -54,7 +55,7 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
                 lines.append(
                     f"| {variant} | {r['test_accuracy']:.2%} ± {r['test_accuracy_std']:.2%} | "
                     f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
-                    f"{r['synops_per_image']:,.0f} | {r['seeds']} |")
+                    f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
     return "\n".join(lines)
 
 

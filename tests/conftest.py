@@ -46,6 +46,8 @@ TINY = {
     "variants": {"scratch": {"loss": "ce"},
                  "kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0}},
     "distill": {"variants": ["scratch", "kd"], "seeds": [0]},
+    "spikes": {"max_steps": 4, "conversion_steps": [1, 4, 16], "calibration_images": 500,
+               "exit_thresholds": [0.5, 0.9]},
 }
 
 

@@ -1,0 +1,153 @@
+"""ANN→SNN conversion: the baseline the distilled students are compared with.
+
+The teacher MLP's ReLU units become integrate-and-fire neurons with reset by subtraction, whose firing
+rates approximate the (normalised) ReLU activations. Weights are rescaled layer by layer with data-based
+normalisation (P. U. Diehl et al., "Fast-classifying, high-accuracy spiking deep networks through weight
+and threshold balancing", IJCNN 2015), using the robust percentile of B. Rueckauer et al., "Conversion of
+Continuous-Valued Deep Networks to Efficient Event-Driven Networks for Image Classification", Frontiers in
+Neuroscience 2017, instead of the maximum:
+
+    λ_l = the p-th percentile of layer l's positive activations on calibration images (λ_0 = 1: pixels ≤ 1)
+    W_l ← W_l · λ_{l−1} / λ_l,   b_l ← b_l / λ_l,   threshold 1
+
+so that a unit at its layer's λ fires at about one spike per step. Biases are constant input currents.
+The input is direct: the image is a constant current at every step. The readout is not spiking: at
+every step it adds the head's input current (W_head · λ_L applied to the last layer's spikes, plus the
+bias), so the logits, the mean over steps, approach the teacher's. Dropout plays no part at inference.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from kdlib.analysis import accuracy_over_time
+from kdlib.data import Split
+from kdlib.models import MLPTeacher
+
+DEFAULT_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ConversionOutput(NamedTuple):
+    """``outputs`` (T, B, classes) per step and ``spikes``: one (T, B, neurons) 0/1 tensor per hidden layer."""
+
+    outputs: Tensor
+    spikes: list[Tensor]
+
+    @property
+    def logits(self) -> Tensor:
+        """The mean of the outputs over time."""
+        return self.outputs.mean(0)
+
+
+def integrate_and_fire(current: Tensor, threshold: float = 1.0) -> Tensor:
+    """Non-leaky integrate-and-fire over a current sequence (T, B, ...): v ← v + I_t, spike when
+    v ≥ threshold, then v ← v − threshold (reset by subtraction keeps the surplus). Starts at v = 0."""
+    v = torch.zeros_like(current[0])
+    spikes = torch.empty(current.shape, dtype=current.dtype, device=current.device)
+    for t in range(current.shape[0]):
+        v += current[t]
+        spikes[t] = v >= threshold
+        v.sub_(spikes[t], alpha=threshold)
+    return spikes
+
+
+def _current(layer: nn.Linear, x_seq: Tensor) -> Tensor:
+    """``layer`` applied at every step of (T, B, features); once when the input is constant in time."""
+    if x_seq.shape[0] > 1 and x_seq.stride(0) == 0:
+        y = layer(x_seq[0])
+        return y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
+    return layer(x_seq)
+
+
+class ConvertedMLP(nn.Module):
+    """An MLP of integrate-and-fire neurons (reset by subtraction) with a non-spiking, accumulating readout.
+
+    Built by :func:`convert_mlp`; ``scales`` holds the normalisation factors λ_1..λ_L it used. Follows the
+    student interface: ``forward(x_seq)`` with x_seq (T, B, *input_shape) returns (outputs, spikes).
+    """
+
+    def __init__(self, synapses: Sequence[nn.Linear], head: nn.Linear, scales: Sequence[float],
+                 threshold: float = 1.0) -> None:
+        super().__init__()
+        self.synapses = nn.ModuleList(synapses)
+        self.head = head
+        self.scales = list(scales)
+        self.threshold = threshold
+
+    def forward(self, x_seq: Tensor) -> ConversionOutput:
+        h, spikes = x_seq.flatten(2), []  # flattening keeps a constant (expanded) sequence constant
+        for synapse in self.synapses:
+            h = integrate_and_fire(_current(synapse, h), self.threshold)
+            spikes.append(h)
+        return ConversionOutput(_current(self.head, h), spikes)
+
+    def layer_widths(self) -> list[int]:
+        """Neurons per spiking layer."""
+        return [s.out_features for s in self.synapses]
+
+    def fan_outs(self) -> list[int]:
+        """Synapses driven by one spike of each spiking layer (the next layer's width)."""
+        return [layer.out_features for layer in (*self.synapses[1:], self.head)]
+
+    def input_fan_out(self) -> int:
+        """Synapses driven by one input element (the first layer's width)."""
+        return self.synapses[0].out_features
+
+
+@torch.no_grad()
+def activation_percentiles(teacher: MLPTeacher, images: Tensor, percentile: float = 99.9,
+                           chunk_size: int = 1000) -> list[float]:
+    """The ``percentile`` of every hidden layer's positive ReLU activations on ``images`` (one value per layer).
+
+    Zeros are left out, as they would drag the percentile of a sparse layer down. The teacher runs in
+    evaluation mode (no dropout) and is put back in the mode it was in."""
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    was_training = teacher.training
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    positive: list[list[Tensor]] = [[] for _ in teacher.hidden]
+    for start in range(0, len(images), chunk_size):
+        for acc, h in zip(positive, teacher(images[start:start + chunk_size].to(device)).features, strict=True):
+            acc.append(h[h > 0].cpu())
+    teacher.train(was_training)
+    scales = []
+    for acc in positive:
+        values = torch.cat(acc).double().numpy()
+        scales.append(float(np.percentile(values, percentile)) if values.size else 1.0)
+    return scales
+
+
+@torch.no_grad()
+def convert_mlp(teacher: MLPTeacher, calibration: Tensor, percentile: float = 99.9, threshold: float = 1.0,
+                chunk_size: int = 1000) -> ConvertedMLP:
+    """Convert a trained MLP teacher with data-based normalisation on ``calibration`` images (e.g. a few
+    thousand training images); the teacher is left unchanged."""
+    scales = activation_percentiles(teacher, calibration, percentile, chunk_size)
+    synapses, previous = [], 1.0
+    for layer, scale in zip(teacher.hidden, scales, strict=True):
+        synapse = copy.deepcopy(layer)
+        synapse.weight.mul_(previous / scale)
+        synapse.bias.div_(scale)
+        synapses.append(synapse)
+        previous = scale
+    head = copy.deepcopy(teacher.head)
+    head.weight.mul_(previous)
+    return ConvertedMLP(synapses, head, scales, threshold).eval()
+
+
+def evaluate_conversion(converted: ConvertedMLP, split: Split, steps: Sequence[int] = DEFAULT_STEPS,
+                        chunk_size: int = 100) -> pd.DataFrame:
+    """Accuracy and spikes per image of the converted network at every T in ``steps``, from one run at the
+    largest T over ``split`` in chunks (see :func:`kdlib.analysis.accuracy_over_time`).
+
+    A chunk holds about three (T, chunk_size, width) float32 tensors at once: about 0.4 GB for T = 256, 100
+    images and 1,200 units."""
+    return accuracy_over_time(converted, split, steps, encoding="direct", chunk_size=chunk_size)

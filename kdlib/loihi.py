@@ -1,0 +1,439 @@
+"""Deploying a distilled student on Loihi: a SLAYER student, its run in Lava, and what the chip would spend.
+
+The student
+    :class:`LoihiMLP` is a fully connected network of lava-dl SLAYER ``block.cuba.Dense`` layers: Loihi's
+    current-based LIF neuron computed in the chip's fixed-point arithmetic, and weights quantised to
+    Loihi's 8 bits in every forward pass (so training is quantisation-aware). Its input is the
+    rate-coded image, binary spikes as Loihi takes them; its output layer spikes too, and the logits are
+    its spike counts. It implements the workbook's student interface, so it is trained by
+    :func:`kdlib.train.distill` with any objective of :mod:`kdlib.losses`, and its spikes are counted the
+    same way as every other student's. :class:`LoihiParams` describes it and can stand in for the
+    student parameters that ``distill`` reads.
+The Lava run
+    :meth:`LoihiMLP.export_hdf5` writes the network in lava-dl's netx format; :func:`run_lava` runs that
+    file in Lava's bit-accurate Loihi simulation over a whole test set streamed image after image, and
+    reads each layer's spike count per image from Lava itself. :func:`run_torch` counts the same on the
+    PyTorch model, :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains`
+    records every spike of a few images.
+The costs
+    :meth:`SpikeCounts.synops` and :meth:`SpikeCounts.neuron_updates` give the operations of each image;
+    :func:`kdlib.spikes.loihi_estimate` (Davies et al.'s per-operation figures, kept in
+    :mod:`kdlib.spikes` with the 45 nm ones) turns them into energy and time.
+NIR
+    :func:`export_nir` writes a norse student (:class:`kdlib.students.SpikingMLP`) as a NIR graph,
+    :func:`read_nir` reads it back, :func:`nir_differences` and :func:`replay_nir` check the trip.
+
+Lava is imported only inside the functions that need it, after :func:`kdlib.lava_compat.install`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import sys
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from kdlib import lava_compat
+from kdlib.data import Split, encode
+from kdlib.io import atomic_path
+from kdlib.params import _Section
+from kdlib.spikes import neuron_updates
+from kdlib.students import SpikingMLP, SpikingOutput
+from kdlib.train import progress
+
+
+class LoihiParams(_Section):
+    """The Loihi-compatible student, its training, and how the Lava run is chunked.
+
+    The field names that :func:`kdlib.train.distill` reads (``steps``, ``encoding``, ``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
+    """
+
+    variant: str = "hetero_kd"  # the entry of ``variants`` whose objective trains the student
+    hidden: list[int] = Field(default=[256], min_length=1)
+    steps: int = Field(default=16, ge=1, le=256)  # time steps per image, on the chip as in training
+    encoding: Literal["rate"] = "rate"  # Loihi takes binary spikes, so the image is rate-coded
+    threshold: float = Field(default=1.25, gt=0.0, le=1000.0)  # SLAYER units: Loihi's vThMant / 64
+    current_decay: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction lost per step: Loihi's iDecay / 4096
+    voltage_decay: float = Field(default=0.1, ge=0.0, le=1.0)  # fraction lost per step: Loihi's vDecay / 4096
+    logit_scale: float = Field(default=0.5, gt=0.0)  # logits = logit_scale × output spike counts
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-2, gt=0.0)  # high: an update must cross an 8-bit step to change the network
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_shift: int = Field(default=0, ge=0, le=4)
+    seed: int = Field(default=0, ge=0)
+    chunk_size: int = Field(default=500, ge=1)  # test images per Lava run (bounds its memory)
+
+
+def _slayer() -> ModuleType:
+    """lava-dl's SLAYER (about 9 s to import the first time)."""
+    lava_compat.install()
+    from lava.lib.dl import slayer
+
+    return slayer
+
+
+_LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def _lava_runtime() -> None:
+    """Import Lava's runtime, wherever in a session this happens first.
+
+    Lava calls ``multiprocessing.set_start_method('fork')`` when its runtime is imported, which raises if
+    the default context has been fixed already, as any multiprocessing lock does (a tqdm progress bar
+    makes one). A context fixed to 'fork', Linux's default, is released first; Lava sets it again.
+    """
+    lava_compat.install()
+    if _LAVA_MP not in sys.modules and multiprocessing.get_start_method(allow_none=True) == "fork":
+        multiprocessing.set_start_method(None, force=True)
+    import lava.magma.runtime.runtime  # noqa: F401
+
+
+# ------------------------------------------------------------------------------------------------ student
+class LoihiMLP(nn.Module):
+    """input → [SLAYER CUBA-LIF Dense] × (hidden layers + 1): every layer spikes, the last one per class.
+
+    SLAYER computes on (batch, neurons, time) tensors; :meth:`forward` takes and returns the workbook's
+    time-first layout. ``delay_shift`` is off: here a spike reaches the next layer in the same step, while
+    Loihi takes one step per layer; :func:`run_lava` lines the two up, so that every layer sees all ``T``
+    input steps of an image on both.
+    """
+
+    def __init__(self, in_features: int = 784, hidden: tuple[int, ...] = (256,), num_classes: int = 10, *,
+                 threshold: float = 1.25, current_decay: float = 1.0, voltage_decay: float = 0.1,
+                 logit_scale: float = 0.5) -> None:
+        super().__init__()
+        slayer = _slayer()
+        neuron = {"threshold": threshold, "current_decay": current_decay, "voltage_decay": voltage_decay,
+                  "requires_grad": False}
+        widths = (in_features, *hidden, num_classes)
+        self.blocks = nn.ModuleList(slayer.block.cuba.Dense(neuron, a, b, delay_shift=False)
+                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
+        self.logit_scale = logit_scale
+
+    def forward(self, x_seq: Tensor) -> SpikingOutput:
+        steps, batch = x_seq.shape[:2]
+        h = x_seq.reshape(steps, batch, -1).permute(1, 2, 0)  # (B, N, T)
+        spikes = []
+        for block in self.blocks:
+            h = block(h)
+            spikes.append(h.permute(2, 0, 1))
+        # outputs scaled by T so that their mean over time, the logits, is logit_scale × the spike count
+        return SpikingOutput(spikes[-1] * (steps * self.logit_scale), spikes)
+
+    def layer_widths(self) -> list[int]:
+        """Neurons per spiking layer, the output layer included."""
+        return [block.synapse.out_channels for block in self.blocks]
+
+    def hidden_widths(self) -> list[int]:
+        """Neurons per hidden layer (what feature-distillation objectives pair with the teacher's)."""
+        return self.layer_widths()[:-1]
+
+    def fan_outs(self) -> list[int]:
+        """Synapses driven by one spike of each spiking layer; the output layer drives none."""
+        return [*self.layer_widths()[1:], 0]
+
+    def input_fan_out(self) -> int:
+        """Synapses driven by one input spike."""
+        return self.layer_widths()[0]
+
+    def quantized_weights(self) -> list[Tensor]:
+        """The integer weights the chip stores (Loihi's 8-bit mantissas, SLAYER's scale of 64), (out, in)."""
+        return [block.synapse.pre_hook_fx(block.synapse.weight, descale=True).detach().flatten(1)
+                for block in self.blocks]
+
+    @contextlib.contextmanager
+    def float_weights(self) -> Iterator[LoihiMLP]:
+        """Within the block, run with the unquantised weights (the neuron arithmetic stays fixed-point)."""
+        hooks = [block.synapse.pre_hook_fx for block in self.blocks]
+        try:
+            for block in self.blocks:
+                block.synapse.pre_hook_fx = None
+            yield self
+        finally:
+            for block, hook in zip(self.blocks, hooks, strict=True):
+                block.synapse.pre_hook_fx = hook
+
+    def export_hdf5(self, path: str | Path) -> Path:
+        """Write the network for ``lava.lib.dl.netx`` (layer groups of quantised weights and neuron
+        parameters), atomically. netx keeps the file open while a network built from it exists."""
+        import h5py
+
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
+            layers = handle.create_group("layer")
+            for i, block in enumerate(self.blocks):
+                block.export_hdf5(layers.create_group(str(i)))
+        return Path(path)
+
+
+def build_loihi_student(cfg: LoihiParams, num_classes: int = 10, seed: int = 0) -> LoihiMLP:
+    """The student described by ``cfg``, initialised from ``seed``."""
+    torch.manual_seed(seed)
+    return LoihiMLP(hidden=tuple(cfg.hidden), num_classes=num_classes, threshold=cfg.threshold,
+                    current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay, logit_scale=cfg.logit_scale)
+
+
+# ------------------------------------------------------------------------------------------ counting spikes
+def spike_chunks(split: Split, steps: int, chunk_size: int, seed: int = 0) -> Iterator[Tensor]:
+    """The rate-coded input of a split, ``chunk_size`` images at a time: (steps, B, 1, 28, 28) 0/1 tensors.
+
+    The same arguments give the same spikes, so PyTorch and Lava can each draw their own copy."""
+    gen = torch.Generator().manual_seed(seed)
+    for start in range(0, len(split), chunk_size):
+        yield encode(split.x[start:start + chunk_size], steps, "rate", gen)
+
+
+@dataclass(frozen=True)
+class SpikeCounts:
+    """Spikes per image: ``outputs`` (N, classes) of the output layer by class, ``layers`` (N, spiking
+    layers) in total, ``inputs`` (N,) the input spikes."""
+
+    outputs: np.ndarray
+    layers: np.ndarray
+    inputs: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Iterable[SpikeCounts]) -> SpikeCounts:
+        parts = list(parts)
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("outputs", "layers", "inputs")))
+
+    def predictions(self) -> np.ndarray:
+        """The class with the most output spikes (the lowest class index among tied counts)."""
+        return self.outputs.argmax(1)
+
+    def ties(self) -> np.ndarray:
+        """Images whose highest output count is shared by several classes (the prediction depends on class order)."""
+        return (self.outputs == self.outputs.max(1, keepdims=True)).sum(1) > 1
+
+    def synops(self, net: LoihiMLP) -> np.ndarray:
+        """Synaptic operations per image: every spike, input spikes included, times the synapses it drives."""
+        return self.inputs * net.input_fan_out() + self.layers @ np.asarray(net.fan_outs())
+
+    def neuron_updates(self, net: LoihiMLP, steps: int) -> int:
+        """Neuron state updates per image: every neuron, every step."""
+        return neuron_updates(net.layer_widths(), steps)
+
+
+@torch.no_grad()
+def run_torch(net: LoihiMLP, chunks: Iterable[Tensor]) -> SpikeCounts:
+    """Count the spikes of the PyTorch model on a stream of input chunks (from :func:`spike_chunks`)."""
+    net.eval()
+    parts = []
+    for x_seq in chunks:
+        out = net(x_seq)
+        parts.append(SpikeCounts(
+            outputs=out.spikes[-1].sum(0).long().numpy(),
+            layers=torch.stack([s.sum(0).flatten(1).sum(1) for s in out.spikes], 1).long().numpy(),
+            inputs=x_seq.sum(0).flatten(1).sum(1).long().numpy(),
+        ))
+    return SpikeCounts.concat(parts)
+
+
+@dataclass(frozen=True)
+class LavaRun:
+    """What :func:`run_lava` measured: the spike counts, the simulated steps and the wall time."""
+
+    counts: SpikeCounts
+    steps: int
+    seconds: float
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+
+def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.ndarray], int]:
+    """Run the images of ``x_seq`` (T, B, ...) back to back through a fresh Lava network built from ``path``.
+
+    Returns, per layer, its activity in the steps that belong to the images, image after image, T columns
+    each: every neuron's spikes, (neurons, B·T), for the output layer and, with ``trains``, for every
+    layer; otherwise, for a hidden layer, its spike count per step, (1, B·T), summed inside Lava by a
+    Dense connection of ones (reading whole spike trains back from Lava is slow). Also returns the steps run.
+
+    Timing in Lava (1-based steps): the source sends stream column c (0-based) at step c + 1; a Dense
+    synapse passes on at step s + 1 what arrived at step s, so the neurons of layer l process column c at
+    step c + 2 + l. netx resets layer l (current and voltage) at every step s ≡ reset_offset + 1 + l
+    (mod T), before the step's update: ``reset_offset=1`` puts that reset right before the first column
+    of each image arrives. (netx's default, 0, is meant for networks that start with an input block, one
+    more layer of delay; here it would let the last input step of each image leak into the next.) A sink
+    stores at column s − 1 what arrives at step s, so layer l's spikes for image k fill sink columns
+    [kT + 1 + l, kT + T + 1 + l); a counter adds one step. The last image leaves the output layer
+    ``depth`` steps after its last input column, so the run is that much longer; the source wraps around
+    meanwhile, into a window that is never read.
+    """
+    from lava.lib.dl import netx
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.io.source import RingBuffer as Source
+
+    steps, images = x_seq.shape[:2]
+    stream = x_seq.reshape(steps, images, -1).permute(2, 1, 0).reshape(-1, images * steps)  # image after image
+    net = netx.hdf5.Network(net_config=str(path), reset_interval=steps, reset_offset=1)
+    depth = len(net.layers)
+    run_steps = images * steps + depth
+    source = Source(data=stream.numpy().astype(np.int32))
+    source.s_out.connect(net.inp)
+    monitors = []
+    for i, layer in enumerate(net.layers):
+        if trains or i == depth - 1:
+            sink = Sink(shape=layer.out.shape, buffer=run_steps)
+            layer.out.connect(sink.a_in)
+            monitors.append((sink, 1 + i))
+        else:
+            adder = Dense(weights=np.ones((1, layer.out.shape[0]), dtype=np.int32))
+            sink = Sink(shape=(1,), buffer=run_steps)
+            layer.out.connect(adder.s_in)
+            adder.a_out.connect(sink.a_in)
+            monitors.append((sink, 2 + i))
+    try:
+        net.run(condition=RunSteps(num_steps=run_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        series = [sink.data.get()[:, first:first + images * steps].round().astype(np.int64)
+                  for sink, first in monitors]
+    finally:
+        net.stop()
+    return series, run_steps
+
+
+def run_lava(path: str | Path, chunks: Iterable[Tensor], total: int | None = None) -> LavaRun:
+    """Run the exported network in Lava's bit-accurate Loihi simulation (``Loihi2SimCfg``, ``fixed_pt``)
+    on a stream of input chunks (from :func:`spike_chunks`; ``total``: their number, for the progress bar).
+
+    Each chunk is one Lava run of its images back to back, T steps each, with every layer reset between
+    images (see :func:`_simulate`); the spikes of every layer per image are counted in Lava.
+    """
+    _lava_runtime()
+    parts, steps, tic = [], 0, time.perf_counter()
+    for x_seq in progress(chunks, total=total, desc="Lava", unit="chunk", mininterval=0):
+        t, images = x_seq.shape[:2]
+        series, run_steps = _simulate(Path(path), x_seq)
+        per_image = [s.reshape(len(s), images, t).sum(-1) for s in series]  # (neurons or 1, B)
+        parts.append(SpikeCounts(outputs=per_image[-1].T, layers=np.stack([p.sum(0) for p in per_image], 1),
+                                 inputs=x_seq.sum(0).flatten(1).sum(1).long().numpy()))
+        steps += run_steps
+    return LavaRun(SpikeCounts.concat(parts), steps, time.perf_counter() - tic)
+
+
+def lava_spike_trains(path: str | Path, x_seq: Tensor) -> list[np.ndarray]:
+    """Every layer's spikes in Lava for a few images: one (T, B, neurons) 0/1 array per layer, in the
+    layout of :attr:`SpikingOutput.spikes` (for rasters and step-by-step checks)."""
+    _lava_runtime()
+    steps, images = x_seq.shape[:2]
+    series, _ = _simulate(Path(path), x_seq, trains=True)
+    return [s.reshape(len(s), images, steps).transpose(2, 1, 0) for s in series]
+
+
+def compare(labels: Tensor | np.ndarray, lava: SpikeCounts, fixed: SpikeCounts,
+            floating: SpikeCounts | None = None) -> pd.DataFrame:
+    """One row per image: label, predictions of Lava, the PyTorch fixed-point model (and the float-weight
+    model), whether Lava's output counts and per-layer spikes equal PyTorch's, ties, Lava's spike counts."""
+    frame = pd.DataFrame({
+        "label": np.asarray(labels), "lava": lava.predictions(), "torch_fixed": fixed.predictions(),
+        "same_prediction": lava.predictions() == fixed.predictions(),
+        "same_output_counts": (lava.outputs == fixed.outputs).all(1),
+        "same_layer_spikes": (lava.layers == fixed.layers).all(1),
+        "lava_tie": lava.ties(), "lava_top_count": lava.outputs.max(1), "input_spikes": lava.inputs,
+    })
+    if floating is not None:
+        frame.insert(3, "torch_float", floating.predictions())
+    for i in range(lava.layers.shape[1]):
+        frame[f"spikes_layer{i}"] = lava.layers[:, i]
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------- NIR
+def norse_network(student: SpikingMLP) -> nn.Module:
+    """The norse network that computes what ``student`` computes: Linear → ``LIFBoxCell`` per hidden layer,
+    then the linear readout. Time is counted in steps (``dt = 1``, ``tau_mem_inv = 1/τ``); neuron
+    parameters are per-neuron vectors, so that every NIR node has an explicit shape."""
+    if not isinstance(student, SpikingMLP) or any(n.neuron != "lif" for n in student.neurons):
+        raise ValueError("only SpikingMLP students with 'lif' neurons map onto NIR's LIF node")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
+        import norse.torch as norse
+        from norse.torch.functional.lif_box import LIFBoxParameters
+
+    modules: list[nn.Module] = []
+    for synapse, neurons in zip(student.synapses, student.neurons, strict=True):
+        n = synapse.out_features
+        params = LIFBoxParameters(tau_mem_inv=torch.full((n,), 1.0 / neurons.tau_mem),
+                                  v_th=torch.full((n,), float(neurons.v_th)), v_leak=torch.zeros(n))
+        modules += [synapse, norse.LIFBoxCell(params, dt=1.0)]
+    return norse.SequentialState(*modules, student.head)
+
+
+def export_nir(student: SpikingMLP, path: str | Path) -> Any:
+    """Write ``student`` as a NIR graph (HDF5, atomically) with ``norse.torch.to_nir``; return the graph.
+
+    The graph holds Input (784) → [Affine → LIF] × hidden layers → Affine → Output, LIF time constants in
+    steps. Two details make the trip work with nir 1.0.8 and h5py 3.16: the sample input has no batch
+    dimension (or the Input node's shape disagrees with the first Affine's, and ``nir.read`` rejects the
+    graph), and parameters are vectors (a 0-d array cannot be written with nir's default gzip filter).
+    """
+    import nir
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="nirtorch")
+        from norse.torch import to_nir
+
+        graph = to_nir(norse_network(student), torch.zeros(student.synapses[0].in_features), dt=1.0)
+    with atomic_path(path) as tmp:
+        nir.write(tmp, graph)
+    return graph
+
+
+def read_nir(path: str | Path) -> Any:
+    """Read a NIR graph written by :func:`export_nir`."""
+    import nir
+
+    return nir.read(path)
+
+
+def nir_differences(a: Any, b: Any) -> list[str]:
+    """What differs between two NIR graphs: node names and types, edges, array parameters; empty if none."""
+    diffs = []
+    if set(a.nodes) != set(b.nodes):
+        diffs.append(f"nodes {sorted(a.nodes)} != {sorted(b.nodes)}")
+    if set(map(tuple, a.edges)) != set(map(tuple, b.edges)):
+        diffs.append("edges differ")
+    for name in sorted(set(a.nodes) & set(b.nodes)):
+        x, y = a.nodes[name], b.nodes[name]
+        if type(x) is not type(y):
+            diffs.append(f"{name}: {type(x).__name__} != {type(y).__name__}")
+            continue
+        for key, value in vars(x).items():
+            if key in ("input_type", "output_type", "metadata"):
+                continue
+            if not np.array_equal(np.asarray(value), np.asarray(getattr(y, key, None))):
+                diffs.append(f"{name}.{key} differs")
+    return diffs
+
+
+def replay_nir(graph: Any, x_seq: Tensor) -> Tensor:
+    """Run a NIR graph with norse (``norse.torch.from_nir``, ``dt = 1``) step by step on an input sequence
+    (T, B, ...); returns the outputs (T, B, classes), to compare with the student's own."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="nirtorch")
+        from norse.torch import from_nir
+
+        module = from_nir(graph, dt=1.0)
+    state, outputs = None, []
+    with torch.no_grad():
+        for x_t in x_seq.flatten(2):
+            y, state = module(x_t, state)
+            outputs.append(y)
+    return torch.stack(outputs)

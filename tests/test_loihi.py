@@ -1,0 +1,123 @@
+"""Tests for :mod:`kdlib.loihi`: Lava runs the exported student bit-exactly, image after image; the energy
+model; the NIR round trip; training the Loihi student with a distillation objective."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kdlib import loihi
+from kdlib.data import Dataset, Split
+from kdlib.losses import build_objective
+from kdlib.models import build_teacher
+from kdlib.params import KDVariant, TeacherParams
+from kdlib.spikes import loihi_estimate
+from kdlib.students import SpikingMLP
+from kdlib.train import distill, train_teacher
+
+pytest.importorskip("lava.lib.dl.slayer")
+
+
+def _tiny_student(hidden: tuple[int, ...] = (8, 6)) -> loihi.LoihiMLP:
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        net = loihi.LoihiMLP(in_features=16, hidden=hidden, num_classes=4)
+        with torch.no_grad():
+            for block in net.blocks:
+                block.synapse.weight.mul_(4.0)  # enough drive for every layer to spike
+    return net
+
+
+def _random_chunks(images: list[int], steps: int, features: int = 16) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [torch.bernoulli(torch.full((steps, n, features), 0.3), generator=gen) for n in images]
+
+
+def test_lava_stream_matches_pytorch_fixed_point(tmp_path: Path) -> None:
+    net, steps = _tiny_student(), 6
+    chunks = _random_chunks([5, 3], steps)  # two Lava runs, several images each, reset between images
+    expected = loihi.run_torch(net, chunks)
+    assert (expected.layers.sum(0) > 0).all() and expected.outputs.sum() > 0
+
+    run = loihi.run_lava(net.export_hdf5(tmp_path / "tiny.net"), chunks, total=len(chunks))
+
+    np.testing.assert_array_equal(run.counts.outputs, expected.outputs)
+    np.testing.assert_array_equal(run.counts.layers, expected.layers)
+    np.testing.assert_array_equal(run.counts.inputs, expected.inputs)
+    depth = len(net.blocks)
+    assert run.steps == (5 * steps + depth) + (3 * steps + depth)
+    frame = loihi.compare(np.zeros(8, dtype=int), run.counts, expected)
+    assert frame.same_prediction.all() and frame.same_output_counts.all() and frame.same_layer_spikes.all()
+
+    trains = loihi.lava_spike_trains(tmp_path / "tiny.net", chunks[0])  # step by step, every layer
+    with torch.no_grad():
+        reference = net(chunks[0]).spikes
+    for got, want in zip(trains, reference, strict=True):
+        np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_spike_chunks_are_reproducible() -> None:
+    split = Split(torch.rand(7, 1, 28, 28), torch.zeros(7, dtype=torch.long))
+    first, second = list(loihi.spike_chunks(split, 3, 4, seed=2)), list(loihi.spike_chunks(split, 3, 4, seed=2))
+    assert [c.shape[1] for c in first] == [4, 3]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_operation_counts_and_loihi_energy_by_hand() -> None:
+    net = _tiny_student()  # 16 -> 8 -> 6 -> 4
+    counts = loihi.SpikeCounts(outputs=np.array([[3, 1, 3, 0], [0, 2, 1, 0]]), layers=np.array([[10, 5, 7], [4, 2, 3]]),
+                               inputs=np.array([20, 30]))
+    synops = counts.synops(net)
+    assert synops.tolist() == [20 * 8 + 10 * 6 + 5 * 4 + 7 * 0, 30 * 8 + 4 * 6 + 2 * 4 + 3 * 0]
+    assert counts.neuron_updates(net, steps=6) == (8 + 6 + 4) * 6
+    assert counts.ties().tolist() == [True, False] and counts.predictions().tolist() == [0, 1]
+
+    # per image, as the notebook does it: Davies et al. 2018 through kdlib.spikes
+    energy = loihi_estimate(synops, counts.neuron_updates(net, 6), counts.layers.sum(1))
+    active, inactive = np.array([22, 9]), 108 - np.array([22, 9])
+    np.testing.assert_allclose(energy.synops_nj, synops * 23.6e-3)
+    np.testing.assert_allclose(energy.neurons_nj, (active * 81 + inactive * 52) * 1e-3)
+    np.testing.assert_allclose(energy.spikes_nj, active * 1.7e-3)
+    np.testing.assert_allclose(energy.total_nj, energy.synops_nj + energy.neurons_nj + energy.spikes_nj)
+    np.testing.assert_allclose(energy.latency_us, (synops * 3.5 + active * 8.4 + inactive * 5.3) * 1e-3)
+
+
+def test_nir_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    student = SpikingMLP(hidden=(12, 10), tau_mem=3.0, v_th=0.8)
+    graph = loihi.export_nir(student, tmp_path / "student.nir")
+    back = loihi.read_nir(tmp_path / "student.nir")
+
+    assert loihi.nir_differences(graph, back) == []
+    assert [type(back.nodes[k]).__name__ for k in ("0", "1", "2", "3", "4")] == ["Affine", "LIF", "Affine", "LIF",
+                                                                               "Affine"]
+    np.testing.assert_array_equal(back.nodes["2"].weight, student.synapses[1].weight.detach().numpy())
+    np.testing.assert_allclose(back.nodes["1"].tau, 3.0)
+    x_seq = torch.bernoulli(torch.full((6, 3, 1, 28, 28), 0.3))
+    torch.testing.assert_close(loihi.replay_nir(back, x_seq), student(x_seq).outputs.detach())
+    with pytest.raises(ValueError, match="lif"):
+        loihi.export_nir(SpikingMLP(hidden=(4,), neuron="ste-continuous"), tmp_path / "ste.nir")
+
+
+def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset) -> None:
+    def head(split: Split, n: int) -> Split:
+        return Split(split.x[:n], split.y[:n])
+
+    data = Dataset("mnist-5k", mnist5k.classes, head(mnist5k.train, 400), head(mnist5k.val, 100),
+                   head(mnist5k.test, 100))
+    teacher_cfg = TeacherParams(hidden=[32], epochs=1, batch_size=50, lr=3e-3)
+    teacher = build_teacher(teacher_cfg)
+    train_teacher(teacher, data, teacher_cfg, device=torch.device("cpu"))
+    cfg = loihi.LoihiParams(hidden=[32], steps=4, epochs=3, batch_size=50)
+    net = loihi.build_loihi_student(cfg, seed=cfg.seed)
+    variant = KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=1.0)
+    objective = build_objective(variant, cfg.steps, net.hidden_widths(), teacher.hidden_widths())
+
+    result = distill(net, objective, data, cfg, seed=cfg.seed, teacher=teacher, device=torch.device("cpu"))
+
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert result.best_val_accuracy > 0.2  # well above chance after three short epochs
