@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,20 +29,9 @@ from torch import Tensor, nn
 from kdlib.analysis import accuracy_over_time
 from kdlib.data import Split
 from kdlib.models import MLPTeacher
+from kdlib.students import DenseLayers, SpikingOutput, over_time
 
 DEFAULT_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-class ConversionOutput(NamedTuple):
-    """``outputs`` (T, B, classes) per step and ``spikes``: one (T, B, neurons) 0/1 tensor per hidden layer."""
-
-    outputs: Tensor
-    spikes: list[Tensor]
-
-    @property
-    def logits(self) -> Tensor:
-        """The mean of the outputs over time."""
-        return self.outputs.mean(0)
 
 
 def integrate_and_fire(current: Tensor, threshold: float = 1.0) -> Tensor:
@@ -58,15 +46,7 @@ def integrate_and_fire(current: Tensor, threshold: float = 1.0) -> Tensor:
     return spikes
 
 
-def _current(layer: nn.Linear, x_seq: Tensor) -> Tensor:
-    """``layer`` applied at every step of (T, B, features); once when the input is constant in time."""
-    if x_seq.shape[0] > 1 and x_seq.stride(0) == 0:
-        y = layer(x_seq[0])
-        return y.unsqueeze(0).expand(x_seq.shape[0], *y.shape)
-    return layer(x_seq)
-
-
-class ConvertedMLP(nn.Module):
+class ConvertedMLP(DenseLayers, nn.Module):
     """An MLP of integrate-and-fire neurons (reset by subtraction) with a non-spiking, accumulating readout.
 
     Built by :func:`convert_mlp`; ``scales`` holds the normalisation factors λ_1..λ_L it used. Follows the
@@ -81,27 +61,14 @@ class ConvertedMLP(nn.Module):
         self.scales = list(scales)
         self.threshold = threshold
 
-    def forward(self, x_seq: Tensor) -> ConversionOutput:
+    def forward(self, x_seq: Tensor) -> SpikingOutput:
         h, spikes = x_seq.flatten(2), []  # flattening keeps a constant (expanded) sequence constant
         for synapse in self.synapses:
-            h = integrate_and_fire(_current(synapse, h), self.threshold)
+            h = integrate_and_fire(over_time(synapse, h), self.threshold)
             spikes.append(h)
-        return ConversionOutput(_current(self.head, h), spikes)
-
-    def layer_widths(self) -> list[int]:
-        """Neurons per spiking layer."""
-        return [s.out_features for s in self.synapses]
-
-    def fan_outs(self) -> list[int]:
-        """Synapses driven by one spike of each spiking layer (the next layer's width)."""
-        return [layer.out_features for layer in (*self.synapses[1:], self.head)]
-
-    def input_fan_out(self) -> int:
-        """Synapses driven by one input element (the first layer's width)."""
-        return self.synapses[0].out_features
+        return SpikingOutput(over_time(self.head, h), spikes)
 
 
-@torch.no_grad()
 def activation_percentiles(teacher: MLPTeacher, images: Tensor, percentile: float = 99.9,
                            chunk_size: int = 1000) -> list[float]:
     """The ``percentile`` of every hidden layer's positive ReLU activations on ``images`` (one value per layer).

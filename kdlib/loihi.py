@@ -7,8 +7,8 @@ The student
     rate-coded image, binary spikes as Loihi takes them; its output layer spikes too, and the logits are
     its spike counts. It implements the workbook's student interface, so it is trained by
     :func:`kdlib.train.distill` with any objective of :mod:`kdlib.losses`, and its spikes are counted the
-    same way as every other student's. :class:`LoihiParams` describes it and can stand in for the
-    student parameters that ``distill`` reads.
+    same way as every other student's. :class:`kdlib.params.LoihiParams` describes it and can stand in
+    for the student parameters that ``distill`` reads.
 The Lava run
     :meth:`LoihiMLP.export_hdf5` writes the network in lava-dl's netx format; :func:`run_lava` runs that
     file in Lava's bit-accurate Loihi simulation over a whole test set streamed image after image, and
@@ -37,45 +37,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
 from kdlib import lava_compat
 from kdlib.data import Split, encode
 from kdlib.io import atomic_path
-from kdlib.params import _Section
+from kdlib.params import LoihiParams
 from kdlib.spikes import neuron_updates
 from kdlib.students import SpikingMLP, SpikingOutput
 from kdlib.train import progress
-
-
-class LoihiParams(_Section):
-    """The Loihi-compatible student, its training, and how the Lava run is chunked.
-
-    The field names that :func:`kdlib.train.distill` reads (``steps``, ``encoding``, ``epochs``,
-    ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
-    """
-
-    variant: str = "hetero_kd"  # the entry of ``variants`` whose objective trains the student
-    hidden: list[int] = Field(default=[256], min_length=1)
-    steps: int = Field(default=16, ge=1, le=256)  # time steps per image, on the chip as in training
-    encoding: Literal["rate"] = "rate"  # Loihi takes binary spikes, so the image is rate-coded
-    threshold: float = Field(default=1.25, gt=0.0, le=1000.0)  # SLAYER units: Loihi's vThMant / 64
-    current_decay: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction lost per step: Loihi's iDecay / 4096
-    voltage_decay: float = Field(default=0.1, ge=0.0, le=1.0)  # fraction lost per step: Loihi's vDecay / 4096
-    logit_scale: float = Field(default=0.5, gt=0.0)  # logits = logit_scale × output spike counts
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-2, gt=0.0)  # high: an update must cross an 8-bit step to change the network
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    max_shift: int = Field(default=0, ge=0, le=4)
-    seed: int = Field(default=0, ge=0)
-    chunk_size: int = Field(default=500, ge=1)  # test images per Lava run (bounds its memory)
 
 
 def _slayer() -> ModuleType:
@@ -114,11 +89,11 @@ class LoihiMLP(nn.Module):
 
     def __init__(self, in_features: int = 784, hidden: tuple[int, ...] = (256,), num_classes: int = 10, *,
                  threshold: float = 1.25, current_decay: float = 1.0, voltage_decay: float = 0.1,
-                 logit_scale: float = 0.5) -> None:
+                 tau_grad: float = 1.0, scale_grad: float = 1.0, logit_scale: float = 0.5) -> None:
         super().__init__()
         slayer = _slayer()
         neuron = {"threshold": threshold, "current_decay": current_decay, "voltage_decay": voltage_decay,
-                  "requires_grad": False}
+                  "tau_grad": tau_grad, "scale_grad": scale_grad, "requires_grad": False}
         widths = (in_features, *hidden, num_classes)
         self.blocks = nn.ModuleList(slayer.block.cuba.Dense(neuron, a, b, delay_shift=False)
                                     for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -183,7 +158,8 @@ def build_loihi_student(cfg: LoihiParams, num_classes: int = 10, seed: int = 0) 
     """The student described by ``cfg``, initialised from ``seed``."""
     torch.manual_seed(seed)
     return LoihiMLP(hidden=tuple(cfg.hidden), num_classes=num_classes, threshold=cfg.threshold,
-                    current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay, logit_scale=cfg.logit_scale)
+                    current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay, tau_grad=cfg.tau_grad,
+                    scale_grad=cfg.scale_grad, logit_scale=cfg.logit_scale)
 
 
 # ------------------------------------------------------------------------------------------ counting spikes

@@ -145,6 +145,35 @@ class SpikesParams(_Section):
     noise_seed: int = Field(default=0, ge=0)
 
 
+class LoihiParams(_Section):
+    """Stage 4: the Loihi-compatible student, its training, and how the Lava run is chunked.
+
+    The field names that :func:`kdlib.train.distill` reads (``steps``, ``encoding``, ``epochs``,
+    ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
+    """
+
+    datasets: list[Literal["mnist", "fashion-mnist", "mnist-5k"]] = Field(default=["mnist"], min_length=1)
+    variant: str = "hetero_kd"  # the entry of ``variants`` whose objective trains the student
+    hidden: list[int] = Field(default=[400, 400], min_length=1)
+    steps: int = Field(default=16, ge=1, le=256)  # time steps per image, on the chip as in training
+    encoding: Literal["rate"] = "rate"  # Loihi takes binary spikes, so the image is rate-coded
+    threshold: float = Field(default=1.25, gt=0.0, le=1000.0)  # SLAYER units: Loihi's vThMant / 64
+    current_decay: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction lost per step: Loihi's iDecay / 4096
+    voltage_decay: float = Field(default=0.1, ge=0.0, le=1.0)  # fraction lost per step: Loihi's vDecay / 4096
+    # SLAYER's surrogate spike gradient, scale_grad / 2ρ · exp(-|v - threshold| / ρ) with ρ = tau_grad · threshold
+    # (training only: SLAYER's defaults of 1 and 1 are too flat here and left the MNIST student near 93 %)
+    tau_grad: float = Field(default=0.03, gt=0.0)
+    scale_grad: float = Field(default=3.0, gt=0.0)
+    logit_scale: float = Field(default=0.5, gt=0.0)  # logits = logit_scale × output spike counts
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-2, gt=0.0)  # high: an update must cross an 8-bit step to change the network
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    max_shift: int = Field(default=1, ge=0, le=4)
+    seed: int = Field(default=0, ge=0)
+    chunk_size: int = Field(default=500, ge=1)  # test images per Lava run (bounds its memory)
+
+
 class Params(_Section):
     """The whole of ``params.yaml``."""
 
@@ -154,6 +183,7 @@ class Params(_Section):
     variants: dict[str, Variant]
     distill: DistillParams
     spikes: SpikesParams = SpikesParams()
+    loihi: LoihiParams = LoihiParams()
 
 
 def student_for(student: StudentParams, variants: dict[str, Any], name: str, dataset: str,
@@ -176,6 +206,18 @@ def _check_references(params: Params, source: str) -> None:
     for name in params.variants:
         for dataset in params.data.datasets:
             student_for(params.student, params.variants, name, dataset, source)
+    loihi = params.loihi
+    for i, dataset in enumerate(loihi.datasets):
+        if dataset not in params.data.datasets:
+            raise ParamsError(f"{source}: loihi.datasets.{i} = {dataset!r}: not in data.datasets "
+                              f"({', '.join(params.data.datasets)})")
+    if loihi.variant not in params.distill.variants:
+        raise ParamsError(f"{source}: loihi.variant = {loihi.variant!r}: not one of distill.variants "
+                          f"({', '.join(params.distill.variants)}); its student of the first seed is written as NIR")
+    neuron = student_for(params.student, params.variants, loihi.variant, loihi.datasets[0], source).neuron
+    if neuron != "lif":
+        raise ParamsError(f"{source}: loihi.variant = {loihi.variant!r}: its student has {neuron!r} neurons; "
+                          "NIR's LIF node needs a 'lif' student")
 
 
 def _check_overrides(params: _Section, source: str) -> None:

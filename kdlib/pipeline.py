@@ -40,6 +40,7 @@ STAGES: dict[str, Stage] = {
     "teacher": Stage("notebooks/01_teacher.ipynb", ("data", "teacher")),
     "distill": Stage("notebooks/02_distill.ipynb", ("data", "student")),
     "spikes": Stage("notebooks/03_spikes.ipynb", ("data", "spikes")),
+    "loihi": Stage("notebooks/04_loihi.ipynb", ("data", "loihi")),
     "report": Stage("notebooks/05_report.ipynb", (), per_dataset=False),
 }
 
@@ -88,6 +89,14 @@ def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, varia
             raise P.ParamsError(f"seed = {seed!r}: give --seed, an integer >= 0")
         parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(), "seed": seed,
                        "teacher_dir": str(results_dir("teacher", [dataset], root))}
+    if stage == "loihi":
+        if dataset not in params.loihi.datasets:
+            raise P.ParamsError(f"dataset = {dataset!r}: not in loihi.datasets of {params_file.name} "
+                                f"({', '.join(params.loihi.datasets)})")
+        name = params.loihi.variant
+        nir_student = results_dir("distill", run_key(dataset, name, params.distill.seeds[0]), root) / "student.pt"
+        parameters |= {"variant_name": name, "variant": params.variants[name].model_dump(),
+                       "teacher_dir": str(results_dir("teacher", [dataset], root)), "nir_student": str(nir_student)}
     if stage == "spikes":
         parameters |= {"teacher_dir": str(results_dir("teacher", [dataset], root)),
                        "students_dir": str(results_dir("distill", [dataset], root))}

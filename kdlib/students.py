@@ -151,7 +151,7 @@ class SpikingNeurons(nn.Module):
         return f"neuron={self.neuron}, tau_mem={self.tau_mem}, v_th={self.v_th}"
 
 
-def _over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
+def over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
     """Apply ``layer`` to every step of ``x_seq`` in one call; once if the input is constant in time."""
     t, b = x_seq.shape[:2]
     if t > 1 and x_seq.stride(0) == 0:  # an expanded (constant) sequence: direct encoding
@@ -161,7 +161,28 @@ def _over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
     return y.reshape(t, b, *y.shape[1:])
 
 
-class SpikingMLP(nn.Module):
+class DenseLayers:
+    """Widths and fan-outs of a fully connected network: ``synapses`` (``nn.Linear``, one per spiking layer)
+    followed by a ``head`` readout. Shared by :class:`SpikingMLP` and the converted ANN of
+    :mod:`kdlib.conversion`; spike counting (:class:`kdlib.spikes.SpikeCounter`) reads these."""
+
+    synapses: nn.ModuleList
+    head: nn.Linear
+
+    def layer_widths(self) -> list[int]:
+        """Neurons per spiking layer."""
+        return [s.out_features for s in self.synapses]
+
+    def fan_outs(self) -> list[int]:
+        """Synapses driven by one spike of each spiking layer (the next layer's width)."""
+        return [layer.out_features for layer in (*self.synapses[1:], self.head)]
+
+    def input_fan_out(self) -> int:
+        """Synapses driven by one input element (the first layer's width)."""
+        return self.synapses[0].out_features
+
+
+class SpikingMLP(DenseLayers, nn.Module):
     """Fully connected spiking network: input → [Linear → spiking neurons] × L → Linear readout."""
 
     def __init__(self, in_features: int = 784, hidden: Sequence[int] = (400, 400), num_classes: int = 10,
@@ -175,21 +196,9 @@ class SpikingMLP(nn.Module):
     def forward(self, x_seq: Tensor) -> SpikingOutput:
         h, spikes = x_seq.flatten(2), []  # flattening keeps a constant (expanded) sequence constant
         for synapse, neurons in zip(self.synapses, self.neurons, strict=True):
-            h = neurons(_over_time(synapse, h))
+            h = neurons(over_time(synapse, h))
             spikes.append(h)
-        return SpikingOutput(_over_time(self.head, h), spikes)
-
-    def layer_widths(self) -> list[int]:
-        """Neurons per spiking layer."""
-        return [s.out_features for s in self.synapses]
-
-    def fan_outs(self) -> list[int]:
-        """Synapses driven by one spike of each spiking layer (the next layer's width)."""
-        return [layer.out_features for layer in (*self.synapses[1:], self.head)]
-
-    def input_fan_out(self) -> int:
-        """Synapses driven by one input element (the first layer's width)."""
-        return self.synapses[0].out_features
+        return SpikingOutput(over_time(self.head, h), spikes)
 
 
 class SpikingCNN(nn.Module):
@@ -213,9 +222,9 @@ class SpikingCNN(nn.Module):
     def forward(self, x_seq: Tensor) -> SpikingOutput:
         h, spikes = x_seq, []
         for synapse, neurons in zip(self.synapses, self.neurons, strict=True):
-            h = neurons(_over_time(synapse, h))
+            h = neurons(over_time(synapse, h))
             spikes.append(h)
-        return SpikingOutput(_over_time(self.head, h), spikes)
+        return SpikingOutput(over_time(self.head, h), spikes)
 
     def layer_widths(self) -> list[int]:
         return [int(torch.tensor(s).prod()) for s in self._shapes]

@@ -15,9 +15,16 @@ import pandas as pd
 
 
 def load_metrics(root: Path, stage: str) -> pd.DataFrame:
-    """One row per ``results/<stage>/**/metrics.json`` (nested dicts flattened with dots)."""
+    """One row per ``results/<stage>/**/metrics.json`` (nested dicts flattened with dots); no rows, but
+    the ``dataset`` column, where the stage has not run."""
     rows = [json.loads(p.read_text()) for p in sorted((root / "results" / stage).rglob("metrics.json"))]
-    return pd.json_normalize(rows) if rows else pd.DataFrame()
+    return pd.json_normalize(rows) if rows else pd.DataFrame(columns=["dataset"])
+
+
+def load_tables(root: Path, stage: str, name: str) -> pd.DataFrame:
+    """One frame of every ``results/<stage>/<dataset>/<name>`` CSV, with a ``dataset`` column."""
+    paths = sorted((root / "results" / stage).glob(f"*/{name}"))
+    return pd.concat([pd.read_csv(p).assign(dataset=p.parent.name) for p in paths]) if paths else pd.DataFrame()
 
 
 def student_table(students: pd.DataFrame, variants: list[str] | None = None) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from tqdm import tqdm
 from kdlib.data import Batch, Dataset, Encoding, Split, batches, encode, random_shift
 from kdlib.io import save_torch
 from kdlib.losses import Objective, TeacherTargets
+from kdlib.spikes import SpikeCounter
 from kdlib.students import SpikingOutput
 
 LossFn = Callable[[Batch], tuple[Tensor, Tensor]]
@@ -72,7 +73,6 @@ class FitResult:
     best_val_accuracy: float
     train_seconds: float
     images_per_second: float
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def fit(
@@ -268,23 +268,19 @@ class StudentEvaluation:
 def evaluate_student(student: nn.Module, split: Split, cfg: Any, *, seed: int = 0, batch_size: int = 1000,
                      device: torch.device | None = None) -> StudentEvaluation:
     """Run a student over a split in chunks; count spikes by layer and synaptic operations
-    (spikes × fan-out, plus input spikes × the first layer's fan-out when the input is rate-coded)."""
+    (:class:`kdlib.spikes.SpikeCounter`: spikes × fan-out, plus input spikes × the first layer's fan-out
+    when the input is rate-coded)."""
     device = device or default_device()
     student.eval().to(device)
-    gen = torch.Generator(device=device).manual_seed(seed) if cfg.encoding == "rate" else None
-    logits, spike_sums, input_spikes = [], None, 0.0
+    rate = cfg.encoding == "rate"
+    gen = torch.Generator(device=device).manual_seed(seed) if rate else None
+    counter = SpikeCounter(student.fan_outs(), input_fan_out=student.input_fan_out() if rate else 0)
+    logits = []
     for b in batches(split, batch_size):
         x_seq = encode(b.x.to(device), cfg.steps, cfg.encoding, gen)
         out = student(x_seq)
         logits.append(out.logits.float().cpu())
-        sums = torch.stack([s.sum() for s in out.spikes]).double().cpu()
-        spike_sums = sums if spike_sums is None else spike_sums + sums
-        if cfg.encoding == "rate":
-            input_spikes += x_seq.sum().item()
-    n = len(split)
-    per_layer = (spike_sums / n).tolist()
-    synops = sum(c * f for c, f in zip(per_layer, student.fan_outs(), strict=True))
-    synops += input_spikes / n * student.input_fan_out()
+        counter.update(out, input_spikes=x_seq if rate else None)
     logits_all = torch.cat(logits)
-    spikes = {f"layer{i}": round(c, 3) for i, c in enumerate(per_layer)} | {"total": round(sum(per_layer), 3)}
-    return StudentEvaluation(accuracy(logits_all, split.y), logits_all, spikes, round(synops, 1))
+    spikes = {name: round(count, 3) for name, count in counter.spikes_per_image().items()}
+    return StudentEvaluation(accuracy(logits_all, split.y), logits_all, spikes, round(counter.synops_per_image(), 1))

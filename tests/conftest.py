@@ -48,6 +48,7 @@ TINY = {
     "distill": {"variants": ["scratch", "kd"], "seeds": [0]},
     "spikes": {"max_steps": 4, "conversion_steps": [1, 4, 16], "calibration_images": 500,
                "exit_thresholds": [0.5, 0.9]},
+    "loihi": {"datasets": ["mnist-5k"], "variant": "kd", "hidden": [16], "steps": 4, "epochs": 1, "batch_size": 100},
 }
 
 

@@ -13,7 +13,7 @@ from kdlib import loihi
 from kdlib.data import Dataset, Split
 from kdlib.losses import build_objective
 from kdlib.models import build_teacher
-from kdlib.params import KDVariant, TeacherParams
+from kdlib.params import KDVariant, LoihiParams, TeacherParams
 from kdlib.spikes import loihi_estimate
 from kdlib.students import SpikingMLP
 from kdlib.train import distill, train_teacher
@@ -111,7 +111,7 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
     teacher_cfg = TeacherParams(hidden=[32], epochs=1, batch_size=50, lr=3e-3)
     teacher = build_teacher(teacher_cfg)
     train_teacher(teacher, data, teacher_cfg, device=torch.device("cpu"))
-    cfg = loihi.LoihiParams(hidden=[32], steps=4, epochs=3, batch_size=50)
+    cfg = LoihiParams(hidden=[32], steps=4, epochs=3, batch_size=50)
     net = loihi.build_loihi_student(cfg, seed=cfg.seed)
     variant = KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=1.0)
     objective = build_objective(variant, cfg.steps, net.hidden_widths(), teacher.hidden_widths())

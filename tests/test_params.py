@@ -125,3 +125,22 @@ def test_notebook_parameters_use_the_same_rules() -> None:
     assert str(err.value) == "notebook parameters: teacher.epochs = 2.5: Input should be a valid integer"
     with pytest.raises(P.ParamsError, match=r"dataset = 'svhn': unknown dataset; choose one of mnist, "):
         P.dataset_name("svhn")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"loihi.datasets": ["mnist-5k"]},
+     "params.yaml: loihi.datasets.0 = 'mnist-5k': not in data.datasets (mnist, fashion-mnist)"),
+    ({"loihi.variant": "fitnet"},
+     "params.yaml: loihi.variant = 'fitnet': not one of distill.variants (scratch, ste_discontinuous, "
+     "ste_continuous, kd, hetero_kd, decoder_kd, bidirectional_kd, attention_kd, joint_kd); "
+     "its student of the first seed is written as NIR"),
+    ({"loihi.variant": "ste_continuous"},
+     "params.yaml: loihi.variant = 'ste_continuous': its student has 'ste-continuous' neurons; "
+     "NIR's LIF node needs a 'lif' student"),
+    ({"loihi.steps": 0}, "params.yaml: loihi.steps = 0: Input should be greater than or equal to 1"),
+    ({"loihi.encoding": "direct"}, "params.yaml: loihi.encoding = 'direct': Input should be 'rate'"),
+])
+def test_bad_loihi_values_are_named(tmp_path: Path, edit: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, edit))
+    assert str(err.value) == message

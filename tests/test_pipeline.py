@@ -24,7 +24,8 @@ def test_dvc_repro_produces_declared_outputs_and_is_idempotent(workbook: Path) -
     assert executed.metadata["papermill"]["parameters"]["teacher"]["hidden"] == [32, 32]
     reports = workbook / "reports"
     assert sorted(p.name for p in reports.iterdir()) == [
-        "distill-mnist-5k-kd-seed0.html", "distill-mnist-5k-scratch-seed0.html", "index.html", "report.html",
+        "distill-mnist-5k-kd-seed0.html", "distill-mnist-5k-scratch-seed0.html", "index.html", "loihi-mnist-5k.html",
+        "report.html",
         "spikes-mnist-5k.html", "teacher-mnist-5k.html"]
     html = (reports / "teacher-mnist-5k.html").read_text()
     assert "Stage 1: the ANN teacher" in html and "data:image/png;base64" in html
@@ -37,13 +38,14 @@ def test_dvc_repro_produces_declared_outputs_and_is_idempotent(workbook: Path) -
         assert not re.search(r'<(script|img|link)[^>]+(src|href)="(https?:)?//', text), page.name
     assert not list(workbook.rglob(".partial-*"))
     lock = yaml.safe_load((workbook / "dvc.lock").read_text())
-    assert {"teacher@mnist-5k", "distill@mnist-5k-scratch-0", "distill@mnist-5k-kd-0", "spikes@mnist-5k", "report",
-            "reports"} <= set(
-        lock["stages"])
+    assert {"teacher@mnist-5k", "distill@mnist-5k-scratch-0", "distill@mnist-5k-kd-0", "spikes@mnist-5k",
+            "loihi@mnist-5k", "report", "reports"} <= set(lock["stages"])
     spikes = json.loads((workbook / "results/spikes/mnist-5k/metrics.json").read_text())
     assert spikes["best_variant"] in {"scratch", "kd"} and spikes["teacher_energy_45nm_nj"] > 0
     headline = json.loads((workbook / "results/report/headline.json").read_text())
     assert headline["mnist-5k"]["best_variant"] in {"scratch", "kd"}
+    chip = json.loads((workbook / "results/loihi/mnist-5k/metrics.json").read_text())
+    assert chip["images"] == 1000 and chip["agreement"] == 1.0 and chip["nir_roundtrip_differences"] == 0
     student = json.loads((workbook / "results/distill/mnist-5k/kd/seed0/metrics.json").read_text())
     assert student["variant"] == "kd" and student["steps"] == 3 and student["spikes_per_image"]["total"] > 0
 
