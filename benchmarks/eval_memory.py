@@ -1,11 +1,16 @@
 """Peak memory of evaluating a student as the test set grows: evaluation streams in bounded chunks.
 
     uv run python benchmarks/eval_memory.py [--sizes 1000 10000 50000]
+    uv run python benchmarks/eval_memory.py --lava [--sizes 500 2000]
 
 For each size, a fresh process builds the default student of ``params.yaml``, makes a test split of that
 many real MNIST digits (mnist-5k's images repeated as needed), records its resident memory after the data
 is in memory, evaluates the student over the split (logits, spikes and synaptic operations, as the
 distillation notebook does) and reports how much the peak resident memory grew during the evaluation.
+
+With ``--lava`` the model is the default Loihi student of ``params.yaml`` (untrained: memory does not
+depend on the weights), exported and run in Lava's fixed-point simulation chunk by chunk as the Loihi
+notebook does; Lava runs its processes in child processes, so their peak is reported too.
 """
 
 from __future__ import annotations
@@ -16,27 +21,36 @@ import resource
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kdlib.data import Split
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def _pool(size: int) -> Split:
+    from kdlib.data import Split, load_dataset
+
+    pool = load_dataset("mnist-5k").test
+    reps = -(-size // len(pool))
+    return Split(pool.x.repeat(reps, 1, 1, 1)[:size].clone(), pool.y.repeat(reps)[:size].clone())
 
 
 def measure(size: int) -> dict:
     import torch
 
     from kdlib import params as P
-    from kdlib.data import Split, load_dataset
     from kdlib.students import build_student
     from kdlib.train import evaluate_student
 
     cfg = P.load(ROOT / "params.yaml").student
-    pool = load_dataset("mnist-5k").test
-    reps = -(-size // len(pool))
-    split = Split(pool.x.repeat(reps, 1, 1, 1)[:size].clone(), pool.y.repeat(reps)[:size].clone())
+    split = _pool(size)
     net = build_student(cfg)
     before = _peak_mib()
     ev = evaluate_student(net, split, cfg, device=torch.device("cpu"))
@@ -44,20 +58,46 @@ def measure(size: int) -> dict:
             "evaluation_growth_mib": _peak_mib() - before, "accuracy": ev.accuracy}
 
 
+def measure_lava(size: int) -> dict:
+    import tempfile
+
+    from kdlib import loihi
+    from kdlib import params as P
+
+    cfg = P.load(ROOT / "params.yaml").loihi
+    split = _pool(size)
+    net = loihi.build_loihi_student(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = net.export_hdf5(Path(tmp) / "student.net")
+        before = _peak_mib()
+        run = loihi.run_lava(path, loihi.spike_chunks(split, cfg.steps, cfg.chunk_size))
+    return {"images": size, "peak_before_mib": before, "peak_after_mib": _peak_mib(),
+            "evaluation_growth_mib": _peak_mib() - before, "children_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN),
+            "seconds": run.seconds}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 50000])
+    parser.add_argument("--sizes", type=int, nargs="+")
+    parser.add_argument("--lava", action="store_true", help="the Loihi student in Lava instead")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure_lava(args.one) if args.lava else measure(args.one)))
         return
-    print("| test images | data in memory (MiB peak before) | growth during evaluation (MiB) |\n|---|---|---|")
-    for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True,
-                             check=True).stdout
+    sizes = args.sizes or ([500, 2000] if args.lava else [1000, 10000, 50000])
+    header = "| test images | data in memory (MiB peak before) | growth during evaluation (MiB) |"
+    if args.lava:
+        header += " Lava processes, largest (MiB) | Lava seconds |"
+    print(header + "\n" + "|---" * header.count(" |") + "|")
+    for size in sizes:
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), *(["--lava"] if args.lava else [])],
+                             capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
-        print(f"| {size:,} | {r['peak_before_mib']:,.0f} | {r['evaluation_growth_mib']:,.1f} |")
+        row = f"| {size:,} | {r['peak_before_mib']:,.0f} | {r['evaluation_growth_mib']:,.1f} |"
+        if args.lava:
+            row += f" {r['children_peak_mib']:,.0f} | {r['seconds']:.1f} |"
+        print(row)
 
 
 if __name__ == "__main__":
