@@ -147,6 +147,9 @@ class LoihiMLP(nn.Module):
         parameters), atomically. netx keeps the file open while a network built from it exists."""
         import h5py
 
+        if any(block.neuron.shape is None for block in self.blocks):  # SLAYER learns its shapes in a forward pass
+            with torch.no_grad():
+                self(torch.zeros(1, 1, self.blocks[0].synapse.in_channels))
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
             layers = handle.create_group("layer")
             for i, block in enumerate(self.blocks):

@@ -121,3 +121,11 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
     losses = [h["train_loss"] for h in result.history]
     assert losses[-1] < losses[0]
     assert result.best_val_accuracy > 0.2  # well above chance after three short epochs
+
+
+def test_an_untrained_student_exports_and_runs_in_lava(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = loihi.LoihiMLP(in_features=16, hidden=(8,), num_classes=4)  # never run forward before the export
+    path = net.export_hdf5(tmp_path / "fresh.net")
+    chunks = [(torch.rand(3, 5, 16) < 0.5).float()]
+    assert np.array_equal(loihi.run_lava(path, chunks).counts.outputs, loihi.run_torch(net, chunks).outputs)
