@@ -43,9 +43,15 @@ def _wait_for_training(work: Path, proc: subprocess.Popen, timeout: float = 120.
     raise AssertionError("training did not start in time")
 
 
+def _default_sigint() -> None:
+    # a shell starts background jobs with SIGINT ignored, and children inherit that; a terminal's Ctrl-C
+    # reaches processes that have not ignored it, so that is what the interrupted run must be
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(work: Path, *cmd: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, *cmd], cwd=work, env=venv_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_default_sigint)
 
 
 def _nothing_trusted_left(work: Path) -> None:
