@@ -129,7 +129,7 @@ class DistillParams(_Section):
     """Which variants the distillation stage runs, with which seeds."""
 
     variants: list[str] = Field(min_length=1)
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)  # each student is trained once per seed
 
 
 class SpikesParams(_Section):
@@ -199,6 +199,10 @@ def student_for(student: StudentParams, variants: dict[str, Any], name: str, dat
 
 def _check_references(params: Params, source: str) -> None:
     """Every variant the stage runs is defined, and every variant's student overrides are valid."""
+    seeds = params.distill.seeds
+    for i, seed in enumerate(seeds):
+        if seed in seeds[:i]:
+            raise ParamsError(f"{source}: distill.seeds.{i} = {seed}: listed twice; give each seed once")
     for i, name in enumerate(params.distill.variants):
         if name not in params.variants:
             raise ParamsError(f"{source}: distill.variants.{i} = {name!r}: not defined under variants "

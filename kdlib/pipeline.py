@@ -45,9 +45,14 @@ STAGES: dict[str, Stage] = {
 }
 
 
-def run_key(dataset: str, variant: str | None = None, seed: int | None = None) -> list[str]:
-    """The parts that name one run of a stage: the dataset, and for students the variant and seed."""
-    return [dataset] if variant is None else [dataset, variant, f"seed{seed}"]
+def run_key(dataset: str, variant: str | None = None) -> list[str]:
+    """The parts that name one run of a stage: the dataset, and for students the variant."""
+    return [dataset] if variant is None else [dataset, variant]
+
+
+def student_path(root: Path, dataset: str, variant: str, seed: int) -> Path:
+    """Where the distillation stage writes the student of ``variant`` trained from ``seed``."""
+    return results_dir("distill", run_key(dataset, variant), root) / "students" / f"seed{seed}.pt"
 
 
 def results_dir(stage: str, key: list[str], root: Path) -> Path:
@@ -62,9 +67,8 @@ def tidy(notebook: Path) -> None:
     nbformat.write(nb, notebook)
 
 
-def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None,
-        seed: int | None = None) -> Path:
-    """Execute ``stage`` for ``dataset`` (and a student's ``variant`` and ``seed``); return the executed notebook."""
+def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None) -> Path:
+    """Execute ``stage`` for ``dataset`` (and, for students, ``variant``); return the executed notebook."""
     if stage not in STAGES:
         raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
     params = P.load(params_file)
@@ -77,7 +81,7 @@ def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, varia
         raise P.ParamsError(
             f"dataset = {dataset!r}: not in data.datasets of {params_file.name} ({', '.join(params.data.datasets)})"
         )
-    key = run_key(dataset, variant, seed)
+    key = run_key(dataset, variant if stage == "distill" else None)
     out_dir = results_dir(stage, key, root)
     parameters = {"dataset": dataset, "out_dir": str(out_dir)}
     parameters |= {name: getattr(params, name).model_dump() for name in spec.sections}
@@ -85,16 +89,15 @@ def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, varia
         if variant not in params.variants:
             raise P.ParamsError(f"variant = {variant!r}: not defined under variants "
                                 f"(defined: {', '.join(params.variants)})")
-        if seed is None or seed < 0:
-            raise P.ParamsError(f"seed = {seed!r}: give --seed, an integer >= 0")
-        parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(), "seed": seed,
+        parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(),
+                       "seeds": params.distill.seeds,
                        "teacher_dir": str(results_dir("teacher", [dataset], root))}
     if stage == "loihi":
         if dataset not in params.loihi.datasets:
             raise P.ParamsError(f"dataset = {dataset!r}: not in loihi.datasets of {params_file.name} "
                                 f"({', '.join(params.loihi.datasets)})")
         name = params.loihi.variant
-        nir_student = results_dir("distill", run_key(dataset, name, params.distill.seeds[0]), root) / "student.pt"
+        nir_student = student_path(root, dataset, name, params.distill.seeds[0])
         parameters |= {"variant_name": name, "variant": params.variants[name].model_dump(),
                        "teacher_dir": str(results_dir("teacher", [dataset], root)), "nir_student": str(nir_student)}
     if stage == "spikes":
@@ -129,13 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", help=f"one of {', '.join(STAGES)}")
     parser.add_argument("dataset", nargs="?", help="a dataset listed in data.datasets (per-dataset stages)")
     parser.add_argument("--variant", help="distill: a variant defined under variants")
-    parser.add_argument("--seed", type=int, help="distill: the student's seed")
     parser.add_argument("--root", type=Path, default=Path.cwd(), help="workbook folder (default: here)")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     try:
-        run(args.stage, args.dataset, params_file=root / "params.yaml", root=root, variant=args.variant,
-            seed=args.seed)
+        run(args.stage, args.dataset, params_file=root / "params.yaml", root=root, variant=args.variant)
     except P.ParamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

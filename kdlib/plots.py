@@ -20,14 +20,18 @@ def setup() -> None:
 
 
 def learning_curves(history: pd.DataFrame, title: str = "") -> Figure:
-    """Training loss and train/validation accuracy per epoch, from :class:`kdlib.train.FitResult`."""
+    """Training loss and train/validation accuracy per epoch, from :class:`kdlib.train.FitResult`'s history.
+
+    A history of several runs (rows repeating an epoch, e.g. one per seed) is drawn as the mean with a
+    band from the lowest to the highest run."""
+    spread = ("pi", 100)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.5))
-    sns.lineplot(data=history, x="epoch", y="train_loss", marker="o", ax=ax_loss)
+    sns.lineplot(data=history, x="epoch", y="train_loss", marker="o", errorbar=spread, ax=ax_loss)
     ax_loss.set(ylabel="training loss", yscale="log")
     acc = history.melt(id_vars="epoch", value_vars=["train_accuracy", "val_accuracy"],
                        var_name="split", value_name="accuracy")
     acc["split"] = acc["split"].str.replace("_accuracy", "")
-    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", marker="o", ax=ax_acc)
+    sns.lineplot(data=acc, x="epoch", y="accuracy", hue="split", marker="o", errorbar=spread, ax=ax_acc)
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title)
@@ -62,11 +66,14 @@ def image_grid(x: Tensor, labels: Sequence[str], ncols: int = 10) -> Figure:
     return fig
 
 
-def spikes_by_layer(spikes_per_image: dict[str, float]) -> Figure:
-    """Bar chart of spikes per image for each spiking layer (the ``total`` entry is left out)."""
-    frame = pd.DataFrame([(k, v) for k, v in spikes_per_image.items() if k != "total"], columns=["layer", "spikes"])
+def spikes_by_layer(runs: Sequence[dict[str, float]]) -> Figure:
+    """Bar chart of spikes per image for each spiking layer (``total`` entries are left out), from one
+    ``spikes_per_image`` dict per run; several runs give the mean and a bar from the lowest to the highest."""
+    frame = pd.DataFrame([(k, v) for run in runs for k, v in run.items() if k != "total"], columns=["layer", "spikes"])
+    total = np.mean([run.get("total", sum(v for k, v in run.items() if k != "total")) for run in runs])
     fig, ax = plt.subplots(figsize=(5, 3))
-    sns.barplot(data=frame, x="layer", y="spikes", ax=ax)
-    ax.set(ylabel="spikes per image", title=f"{spikes_per_image.get('total', frame.spikes.sum()):,.0f} in total")
+    sns.barplot(data=frame, x="layer", y="spikes", errorbar=("pi", 100), ax=ax)
+    mean_of = f", mean of {len(runs)} runs" if len(runs) > 1 else ""
+    ax.set(ylabel="spikes per image", title=f"{total:,.0f} in total{mean_of}")
     fig.tight_layout()
     return fig

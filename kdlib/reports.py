@@ -37,7 +37,7 @@ def render_html(nb: nbformat.NotebookNode) -> str:
 
 
 def report_name(notebook: Path, results: Path) -> str:
-    """``results/distill/mnist/kd/seed0/notebook.ipynb`` → ``distill-mnist-kd-seed0.html``."""
+    """``results/distill/mnist/kd/notebook.ipynb`` → ``distill-mnist-kd.html``."""
     return "-".join(notebook.parent.relative_to(results).parts) + ".html"
 
 

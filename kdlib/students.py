@@ -80,20 +80,20 @@ class _LIFSequence(torch.autograd.Function):
 
     Numerically the same as calling ``lif_box_feed_forward_step`` once per step (tests check values and
     gradients against it), but the T steps run without building an autograd graph per step, which
-    removes most of the per-step overhead on the CPU.
+    removes most of the per-step overhead on the CPU. Each step writes into preallocated buffers, and
+    the surrogate derivative of all steps is computed at once before the backward recursion.
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, current: Tensor, tau_mem: float, v_th: float) -> Tensor:
-        keep = 1.0 - 1.0 / tau_mem
-        v = torch.zeros_like(current[0])
+        keep, gain = 1.0 - 1.0 / tau_mem, 1.0 / tau_mem
         potentials, spikes = torch.empty_like(current), torch.empty_like(current)
+        v = torch.zeros_like(current[0])  # the membrane after the previous step's reset
         for t in range(current.shape[0]):
-            v = torch.add(v * keep, current[t], alpha=1.0 / tau_mem)  # v' = v + (I − v)/τ
-            potentials[t] = v
-            z = (v > v_th).to(current.dtype)
-            spikes[t] = z
-            v = v * (1.0 - z)  # reset to zero
+            pot = torch.add(v.mul_(keep), current[t], alpha=gain, out=potentials[t])  # v' = v + (I − v)/τ
+            fired = pot > v_th
+            spikes[t].copy_(fired)
+            v = pot.masked_fill(fired, 0.0)  # reset to zero
         ctx.save_for_backward(potentials, spikes)
         ctx.tau_mem, ctx.v_th = tau_mem, v_th
         return spikes
@@ -102,16 +102,16 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor, None, None]:
         potentials, spikes = ctx.saved_tensors
         keep, gain = 1.0 - 1.0 / ctx.tau_mem, 1.0 / ctx.tau_mem
-        grad_current = torch.empty_like(potentials)
+        surrogate = (potentials - ctx.v_th).abs_().add_(1.0).pow_(-2)  # SuperSpike: 1/(|v − θ| + 1)², all steps
+        survived = 1.0 - spikes
+        grad_pre = torch.empty_like(potentials)  # dL/dv' of every step (times 1/τ at the end: dL/dI)
         grad_v = torch.zeros_like(potentials[0])  # dL/dv after the reset of step t
         for t in range(potentials.shape[0] - 1, -1, -1):
-            v, z = potentials[t], spikes[t]
-            surrogate = (v - ctx.v_th).abs_().add_(1.0).pow_(-2)  # SuperSpike: 1/(|v − θ| + 1)²
             # v_after = (1 − z)·v' and z = H(v' − θ): both paths lead back to v'
-            grad_pre = grad_v * (1.0 - z) + (grad_spikes[t] - grad_v * v) * surrogate
-            grad_current[t] = grad_pre * gain
-            grad_v = grad_pre * keep
-        return grad_current, None, None
+            through_spike = torch.mul(grad_v, potentials[t]).neg_().add_(grad_spikes[t]).mul_(surrogate[t])
+            g = torch.mul(grad_v, survived[t], out=grad_pre[t]).add_(through_spike)
+            grad_v = torch.mul(g, keep, out=grad_v)
+        return grad_pre.mul_(gain), None, None
 
 
 class SpikingNeurons(nn.Module):

@@ -15,9 +15,13 @@ import pandas as pd
 
 
 def load_metrics(root: Path, stage: str) -> pd.DataFrame:
-    """One row per ``results/<stage>/**/metrics.json`` (nested dicts flattened with dots); no rows, but
+    """One row per run in ``results/<stage>/**/metrics.json`` (nested dicts flattened with dots): a file
+    that lists its runs under ``seeds`` (the distillation stage's) gives one row per seed. No rows, but
     the ``dataset`` column, where the stage has not run."""
-    rows = [json.loads(p.read_text()) for p in sorted((root / "results" / stage).rglob("metrics.json"))]
+    rows = []
+    for path in sorted((root / "results" / stage).rglob("metrics.json")):
+        metrics = json.loads(path.read_text())
+        rows.extend(metrics["seeds"].values() if "seeds" in metrics else [metrics])
     return pd.json_normalize(rows) if rows else pd.DataFrame(columns=["dataset"])
 
 

@@ -104,6 +104,8 @@ def test_per_dataset_overrides(tmp_path: Path) -> None:
     ({"distill.variants": ["kd", "fitnet"]},
      "params.yaml: distill.variants.1 = 'fitnet': not defined under variants (defined: scratch, ste_discontinuous, "
      "ste_continuous, kd, hetero_kd, decoder_kd, bidirectional_kd, attention_kd, joint_kd)"),
+    ({"distill.seeds": [0, 1, 0]}, "params.yaml: distill.seeds.2 = 0: listed twice; give each seed once"),
+    ({"distill.seeds": [-1]}, "params.yaml: distill.seeds.0 = -1: Input should be greater than or equal to 0"),
 ])
 def test_bad_student_and_variant_values(tmp_path: Path, edit: dict, message: str) -> None:
     with pytest.raises(P.ParamsError) as err:
