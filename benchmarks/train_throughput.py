@@ -1,11 +1,13 @@
 """Training throughput of the default SNN student against a straightforward loop, a peer library and
 the machine's roofline, measured in one run on one machine.
 
-    uv sync --group bench && uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--repeats 5]
+    uv sync --group bench && uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--rounds 3]
 
-Every configuration runs in a fresh subprocess (so that its peak memory is its own): it trains the
+Every measurement runs in a fresh subprocess (so that its peak memory is its own): it trains the
 student of ``params.yaml`` (architecture, widths, neuron) on batches of real MNIST digits (mnist-5k) for
-a fixed number of optimiser steps, ``--repeats`` times, and reports the median images per second.
+a fixed number of optimiser steps, ``--repeats`` times, and measures the dense matmul rate right before
+each timed repeat. The implementations take turns, ``--rounds`` times, so that a host whose speed drifts
+during the run slows all of them alike; each reports the median over all its repeats.
 
 Implementations, all the same network (784-H-…-10, LIF with reset to zero, rate-decoded readout), the
 same batch size and the same T:
@@ -15,9 +17,9 @@ same batch size and the same T:
                per time step
 ``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
 
-The roofline is the student's floating-point work per training image (forward matmuls, and in the
-backward pass the weight gradients plus the input gradients of every layer but the first) divided by
-the dense fp32 matmul rate measured here.
+The roofline is the dense fp32 matmul rate measured in the same process as the student's training,
+divided by the student's floating-point work per training image (forward matmuls, and in the backward
+pass the weight gradients plus the input gradients of every layer but the first).
 """
 
 from __future__ import annotations
@@ -150,15 +152,15 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
 
     for i in range(5):
         step(i)
-    rates = []
+    rates, gflops = [], []
     for _ in range(repeats):
+        gflops.append(matmul_gflops(repeats=3))
         t = time.perf_counter()
         for i in range(iters):
             step(i)
         rates.append(iters * batch_size / (time.perf_counter() - t))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"impl": impl, "steps": steps, "images_per_second": statistics.median(rates), "runs": rates,
-            "peak_rss_mib": round(peak_mib, 1)}
+    return {"impl": impl, "steps": steps, "runs": rates, "matmul_gflops": gflops, "peak_rss_mib": round(peak_mib, 1)}
 
 
 def main() -> None:
@@ -166,7 +168,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--impls", nargs="+", default=["kdlib", "loop", "snntorch"])
     parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per round")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of every implementation")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--one", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,27 +183,37 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     gflops = matmul_gflops()
     print(f"dense fp32 matmul: {gflops:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    runs: dict[tuple[int, str], list[dict]] = {}
+    for _ in range(args.rounds):
+        for steps in args.steps:
+            for impl in args.impls:
+                proc = subprocess.run([sys.executable, __file__, "--one", impl, str(steps), "--iters", str(args.iters),
+                                       "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
+                runs.setdefault((steps, impl), []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
     results = []
     for steps in args.steps:
-        roofline = gflops * 1e9 / training_flops(cfg.hidden, 10, steps, constant_input=True)
-        row = {"steps": steps, "roofline_images_per_second": roofline}
+        flops = training_flops(cfg.hidden, 10, steps, constant_input=True)
+        row: dict = {"steps": steps}
         for impl in args.impls:
-            proc = subprocess.run([sys.executable, __file__, "--one", impl, str(steps), "--iters", str(args.iters),
-                                   "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            row[impl] = r
+            rates = [r for one in runs[steps, impl] for r in one["runs"]]
+            window = [g for one in runs[steps, impl] for g in one["matmul_gflops"]]
+            row[impl] = {"images_per_second": statistics.median(rates), "runs": rates,
+                         "matmul_gflops": statistics.median(window),
+                         "peak_rss_mib": max(one["peak_rss_mib"] for one in runs[steps, impl])}
         k = row["kdlib"]["images_per_second"]
-        row["kdlib_vs_roofline"] = k / roofline
+        row["roofline_images_per_second"] = row["kdlib"]["matmul_gflops"] * 1e9 / flops
+        row["kdlib_vs_roofline"] = k / row["roofline_images_per_second"]
         for other in ("loop", "snntorch"):
             if other in row:
                 row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
         results.append(row)
-        print(f"T={steps:>3}: roofline {roofline:8.0f} img/s | " + " | ".join(
+        print(f"T={steps:>3}: roofline {row['roofline_images_per_second']:8.0f} img/s | " + " | ".join(
             f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
             for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
             f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("loop", "snntorch") if o in row))
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "matmul_gflops": gflops, "student": cfg.model_dump(), "iters": args.iters, "repeats": args.repeats}
+            "matmul_gflops": gflops, "student": cfg.model_dump(), "iters": args.iters, "repeats": args.repeats,
+            "rounds": args.rounds}
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"written to {args.out}")
 
