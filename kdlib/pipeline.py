@@ -50,9 +50,21 @@ def run_key(dataset: str, variant: str | None = None) -> list[str]:
     return [dataset] if variant is None else [dataset, variant]
 
 
+def seed_checkpoint(run_dir: str | Path, seed: int) -> Path:
+    """Where a distillation run (the directory of one dataset and variant) keeps its student of ``seed``."""
+    return Path(run_dir) / "students" / f"seed{seed}.pt"
+
+
+def seed_checkpoints(dataset_dir: str | Path) -> list[tuple[str, int, Path]]:
+    """Every student checkpoint under a dataset's distillation directory, as (variant, seed, path), sorted."""
+    found = [(path.parent.parent.name, int(path.stem.removeprefix("seed")), path)
+             for path in Path(dataset_dir).glob("*/students/seed*.pt") if path.stem.removeprefix("seed").isdigit()]
+    return sorted(found)
+
+
 def student_path(root: Path, dataset: str, variant: str, seed: int) -> Path:
     """Where the distillation stage writes the student of ``variant`` trained from ``seed``."""
-    return results_dir("distill", run_key(dataset, variant), root) / "students" / f"seed{seed}.pt"
+    return seed_checkpoint(results_dir("distill", run_key(dataset, variant), root), seed)
 
 
 def results_dir(stage: str, key: list[str], root: Path) -> Path:

@@ -106,3 +106,35 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["t.pt"]  # no temporary file left
     with pytest.raises(FileNotFoundError, match="run the teacher stage first"):
         load_teacher(tmp_path / "missing.pt")
+
+
+def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Dataset, tmp_path: Path) -> None:
+    """Seeds trained side by side in worker processes (one thread each) give the students, metrics and
+    histories of a sequential run, for a variant that also fine-tunes its teacher."""
+    from kdlib import params as P
+    from kdlib.students import load_student
+    from kdlib.train import distill_seeds
+
+    teacher_cfg = P.validate(TeacherParams, {"hidden": [32, 32], "epochs": 1, "batch_size": 100})
+    save_teacher(tmp_path / "teacher.pt", build_teacher(teacher_cfg), teacher_cfg, "mnist-5k", 10, {})
+    data_cfg = P.validate(P.DataParams, {"datasets": ["mnist-5k"], "val_size": 500})
+    cfg = P.validate(P.StudentParams, {"hidden": [24, 24], "steps": 3, "epochs": 1, "batch_size": 100})
+    spec = P.notebook_variant({"loss": "bidirectional_kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0,
+                               "beta": 1.0, "layers": [0, 1], "gamma": 0.5, "teacher_lr": 1e-4}, "bidi")
+    runs = {}
+    for workers in (1, 2):
+        runs[workers] = distill_seeds("mnist-5k", data_cfg, cfg, "bidi", spec, [0, 1], workers=workers,
+                                      teacher_path=tmp_path / "teacher.pt",
+                                      checkpoint=lambda s, w=workers: tmp_path / f"w{w}" / f"seed{s}.pt")
+    for one, two in zip(runs[1], runs[2], strict=True):
+        assert {**one.metrics, "train_seconds": 0, "train_images_per_second": 0} == \
+               {**two.metrics, "train_seconds": 0, "train_images_per_second": 0}
+        assert [{**h, "seconds": 0} for h in one.history] == [{**h, "seconds": 0} for h in two.history]
+    assert [r.metrics["seed"] for r in runs[2]] == [0, 1]
+    for seed in (0, 1):
+        a, ckpt_a = load_student(tmp_path / "w1" / f"seed{seed}.pt")
+        b, ckpt_b = load_student(tmp_path / "w2" / f"seed{seed}.pt")
+        for (name, p), q in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.equal(p, q), name
+        for p, q in zip(ckpt_a["teacher_state_dict"].values(), ckpt_b["teacher_state_dict"].values(), strict=True):
+            assert torch.equal(p, q)
