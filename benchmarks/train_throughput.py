@@ -16,10 +16,15 @@ same batch size and the same T:
 ``loop``       the straightforward way: norse ``LIFBoxCell`` modules and the Linear layers called once
                per time step
 ``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
+``seeds``      the workbook's student as the distillation stage trains it on a CPU: one student per seed of
+               ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.train.parallel_workers`), each in its
+               own process on one thread, all at the same time; its rate is the sum of theirs, repeat by repeat
 
 The roofline is the dense fp32 matmul rate measured in the same process as the student's training,
 divided by the student's floating-point work per training image (forward matmuls, and in the backward
-pass the weight gradients plus the input gradients of every layer but the first).
+pass the weight gradients plus the input gradients of every layer but the first). ``seeds`` is held to
+the same roofline, the whole machine's (as measured by ``kdlib``'s runs); its memory is the sum of its
+workers' peaks.
 """
 
 from __future__ import annotations
@@ -130,13 +135,14 @@ def _build(impl: str, steps: int):
     raise ValueError(f"unknown implementation {impl!r}")
 
 
-def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int) -> dict:
-    """Median training throughput of one implementation (runs in its own process)."""
+def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int, threads: int | None = None) -> dict:
+    """Training throughput of one implementation, per repeat (runs in its own process). With ``threads``
+    (a worker of ``seeds``), no matmul rate is measured: other workers share the cores."""
     import torch
 
     from kdlib.data import batches, load_dataset
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     data = load_dataset("mnist-5k").train
     model, forward = _build(impl, steps)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -154,7 +160,8 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
         step(i)
     rates, gflops = [], []
     for _ in range(repeats):
-        gflops.append(matmul_gflops(repeats=3))
+        if threads is None:
+            gflops.append(matmul_gflops(repeats=3))
         t = time.perf_counter()
         for i in range(iters):
             step(i)
@@ -166,30 +173,53 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--impls", nargs="+", default=["kdlib", "loop", "snntorch"])
+    parser.add_argument("--impls", nargs="+", default=["kdlib", "loop", "snntorch", "seeds"])
     parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per round")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every implementation")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--one", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cfg = _student_cfg(4)
     if args.one:
-        print(json.dumps(measure_one(args.one[0], int(args.one[1]), cfg.batch_size, args.iters, args.repeats)))
+        print(json.dumps(measure_one(args.one[0], int(args.one[1]), cfg.batch_size, args.iters, args.repeats,
+                                     args.threads)))
         return
 
     import torch
 
+    from kdlib import params as P
+    from kdlib.train import parallel_workers
+
     torch.set_num_threads(os.cpu_count() or 1)
     gflops = matmul_gflops()
     print(f"dense fp32 matmul: {gflops:.1f} GFLOP/s on {torch.get_num_threads()} threads")
+    workers = parallel_workers(len(P.load(ROOT / "params.yaml").distill.seeds), torch.device("cpu"))
+
+    def launch(impl: str, steps: int, threads: int | None = None) -> subprocess.Popen:
+        one = "kdlib" if impl == "seeds" else impl
+        cmd = [sys.executable, __file__, "--one", one, str(steps), "--iters", str(args.iters),
+               "--repeats", str(args.repeats), *(["--threads", str(threads)] if threads else [])]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+    def result(proc: subprocess.Popen) -> dict:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{proc.args} failed with exit status {proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])
+
     runs: dict[tuple[int, str], list[dict]] = {}
     for _ in range(args.rounds):
         for steps in args.steps:
             for impl in args.impls:
-                proc = subprocess.run([sys.executable, __file__, "--one", impl, str(steps), "--iters", str(args.iters),
-                                       "--repeats", str(args.repeats)], capture_output=True, text=True, check=True)
-                runs.setdefault((steps, impl), []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                if impl == "seeds":  # every worker at once; the group's rate is the sum of theirs, repeat by repeat
+                    group = [result(p) for p in [launch(impl, steps, threads=1) for _ in range(workers)]]
+                    one = {"runs": [sum(r) for r in zip(*(g["runs"] for g in group), strict=True)],
+                           "matmul_gflops": [], "peak_rss_mib": sum(g["peak_rss_mib"] for g in group)}
+                else:
+                    one = result(launch(impl, steps))
+                runs.setdefault((steps, impl), []).append(one)
     results = []
     for steps in args.steps:
         flops = training_flops(cfg.hidden, 10, steps, constant_input=True)
@@ -198,11 +228,14 @@ def main() -> None:
             rates = [r for one in runs[steps, impl] for r in one["runs"]]
             window = [g for one in runs[steps, impl] for g in one["matmul_gflops"]]
             row[impl] = {"images_per_second": statistics.median(rates), "runs": rates,
-                         "matmul_gflops": statistics.median(window),
+                         "matmul_gflops": statistics.median(window) if window else None,
                          "peak_rss_mib": max(one["peak_rss_mib"] for one in runs[steps, impl])}
         k = row["kdlib"]["images_per_second"]
         row["roofline_images_per_second"] = row["kdlib"]["matmul_gflops"] * 1e9 / flops
         row["kdlib_vs_roofline"] = k / row["roofline_images_per_second"]
+        if "seeds" in row:
+            row["seeds"]["workers"] = workers
+            row["seeds_vs_roofline"] = row["seeds"]["images_per_second"] / row["roofline_images_per_second"]
         for other in ("loop", "snntorch"):
             if other in row:
                 row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
@@ -210,10 +243,11 @@ def main() -> None:
         print(f"T={steps:>3}: roofline {row['roofline_images_per_second']:8.0f} img/s | " + " | ".join(
             f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
             for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
-            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("loop", "snntorch") if o in row))
+            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("loop", "snntorch") if o in row) + (
+            f" | {workers} seeds together = {row['seeds_vs_roofline']:.0%} of roofline" if "seeds" in row else ""))
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "matmul_gflops": gflops, "student": cfg.model_dump(), "iters": args.iters, "repeats": args.repeats,
-            "rounds": args.rounds}
+            "rounds": args.rounds, "seed_workers": workers}
     args.out.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"written to {args.out}")
 
