@@ -57,8 +57,11 @@ def seed_checkpoint(run_dir: str | Path, seed: int) -> Path:
 
 def seed_checkpoints(dataset_dir: str | Path) -> list[tuple[str, int, Path]]:
     """Every student checkpoint under a dataset's distillation directory, as (variant, seed, path), sorted."""
-    found = [(path.parent.parent.name, int(path.stem.removeprefix("seed")), path)
-             for path in Path(dataset_dir).glob("*/students/seed*.pt") if path.stem.removeprefix("seed").isdigit()]
+    found = []
+    for path in Path(dataset_dir).glob("*/students/seed*.pt"):
+        seed = path.stem.removeprefix("seed")
+        if seed.isdigit():
+            found.append((path.parent.parent.name, int(seed), path))
     return sorted(found)
 
 
