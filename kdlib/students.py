@@ -80,8 +80,9 @@ class _LIFSequence(torch.autograd.Function):
 
     Numerically the same as calling ``lif_box_feed_forward_step`` once per step (tests check values and
     gradients against it), but the T steps run without building an autograd graph per step, which
-    removes most of the per-step overhead on the CPU. Each step writes into preallocated buffers, and
-    the surrogate derivative of all steps is computed at once before the backward recursion.
+    removes most of the per-step overhead on the CPU. Every step writes into buffers allocated once per
+    call (fresh step-sized tensors cost the CPU more than the arithmetic), and spikes are 0/1 floats
+    throughout (operations on boolean masks are several times slower there).
     """
 
     @staticmethod
@@ -91,9 +92,8 @@ class _LIFSequence(torch.autograd.Function):
         v = torch.zeros_like(current[0])  # the membrane after the previous step's reset
         for t in range(current.shape[0]):
             pot = torch.add(v.mul_(keep), current[t], alpha=gain, out=potentials[t])  # v' = v + (I − v)/τ
-            fired = pot > v_th
-            spikes[t].copy_(fired)
-            v = pot.masked_fill(fired, 0.0)  # reset to zero
+            z = torch.gt(pot, v_th, out=spikes[t])  # written as 0/1 floats: boolean masks are slow on the CPU
+            torch.addcmul(pot, pot, z, value=-1.0, out=v)  # reset to zero: v' − v'·z is exactly 0 or v'
         ctx.save_for_backward(potentials, spikes)
         ctx.tau_mem, ctx.v_th = tau_mem, v_th
         return spikes
@@ -102,15 +102,16 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor, None, None]:
         potentials, spikes = ctx.saved_tensors
         keep, gain = 1.0 - 1.0 / ctx.tau_mem, 1.0 / ctx.tau_mem
-        surrogate = (potentials - ctx.v_th).abs_().add_(1.0).pow_(-2)  # SuperSpike: 1/(|v − θ| + 1)², all steps
-        survived = 1.0 - spikes
         grad_pre = torch.empty_like(potentials)  # dL/dv' of every step (times 1/τ at the end: dL/dI)
         grad_v = torch.zeros_like(potentials[0])  # dL/dv after the reset of step t
+        surrogate, survived, through_spike = (torch.empty_like(grad_v) for _ in range(3))
         for t in range(potentials.shape[0] - 1, -1, -1):
             # v_after = (1 − z)·v' and z = H(v' − θ): both paths lead back to v'
-            through_spike = torch.mul(grad_v, potentials[t]).neg_().add_(grad_spikes[t]).mul_(surrogate[t])
-            g = torch.mul(grad_v, survived[t], out=grad_pre[t]).add_(through_spike)
-            grad_v = torch.mul(g, keep, out=grad_v)
+            torch.sub(potentials[t], ctx.v_th, out=surrogate).abs_().add_(1.0).pow_(-2)  # SuperSpike 1/(|v'−θ|+1)²
+            torch.sub(grad_spikes[t], torch.mul(grad_v, potentials[t], out=through_spike), out=through_spike)
+            through_spike.mul_(surrogate)
+            g = torch.mul(grad_v, torch.neg(spikes[t], out=survived).add_(1.0), out=grad_pre[t]).add_(through_spike)
+            torch.mul(g, keep, out=grad_v)
         return grad_pre.mul_(gain), None, None
 
 

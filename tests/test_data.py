@@ -72,6 +72,7 @@ def test_encoders(mnist5k: D.Dataset) -> None:
     rate = D.encode(x, 200, "rate", torch.Generator().manual_seed(0))
     assert set(rate.unique().tolist()) <= {0.0, 1.0}
     assert (rate.mean(0) - x).abs().max() < 0.15  # firing probability = intensity
+    assert not rate[:, x == 0].any() and rate[:, x == 1].all() and (x == 1).any()  # black never fires, white always
     again = D.encode(x, 200, "rate", torch.Generator().manual_seed(0))
     assert torch.equal(rate, again)
     with pytest.raises(ValueError, match="unknown encoding 'phase'; choose one of direct, rate"):
