@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdlib import train
 from kdlib.analysis import (
     CORRUPTIONS,
     accuracy_over_time,
@@ -40,10 +41,8 @@ from kdlib.students import SpikingMLP
 def one_thread() -> Iterator[None]:
     """The tensors here are tiny: a second thread costs more to wake (and to wait for, on a busy machine)
     than it saves."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with train.one_thread():
+        yield
 
 
 # ------------------------------------------------------------------------------------------------ counting
