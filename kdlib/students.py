@@ -42,6 +42,7 @@ with warnings.catch_warnings():  # norse 1.1.0 scripts functions with the deprec
         lif_box_feed_forward_step,
     )
 
+from kdlib import native
 from kdlib.io import save_torch
 
 Neuron = Literal["lif", "ste-continuous", "ste-discontinuous"]
@@ -79,21 +80,25 @@ class _LIFSequence(torch.autograd.Function):
     hand-written backward pass through time.
 
     Numerically the same as calling ``lif_box_feed_forward_step`` once per step (tests check values and
-    gradients against it), but the T steps run without building an autograd graph per step, which
-    removes most of the per-step overhead on the CPU. Every step writes into buffers allocated once per
-    call (fresh step-sized tensors cost the CPU more than the arithmetic), and spikes are 0/1 floats
-    throughout (operations on boolean masks are several times slower there).
+    gradients against it), but the T steps run without building an autograd graph per step. On the CPU
+    the steps run in the compiled kernel of :mod:`kdlib.native`; elsewhere (or without a C compiler) in the
+    eager loop below, which computes the same operations in the same order. The loop writes every step
+    into buffers allocated once per call (fresh step-sized tensors cost the CPU more than the arithmetic)
+    and keeps spikes as 0/1 floats throughout (operations on boolean masks are several times slower there).
     """
 
     @staticmethod
     def forward(ctx: torch.autograd.function.FunctionCtx, current: Tensor, tau_mem: float, v_th: float) -> Tensor:
         keep, gain = 1.0 - 1.0 / tau_mem, 1.0 / tau_mem
-        potentials, spikes = torch.empty_like(current), torch.empty_like(current)
-        v = torch.zeros_like(current[0])  # the membrane after the previous step's reset
-        for t in range(current.shape[0]):
-            pot = torch.add(v.mul_(keep), current[t], alpha=gain, out=potentials[t])  # v' = v + (I − v)/τ
-            z = torch.gt(pot, v_th, out=spikes[t])  # written as 0/1 floats: boolean masks are slow on the CPU
-            torch.addcmul(pot, pot, z, value=-1.0, out=v)  # reset to zero: v' − v'·z is exactly 0 or v'
+        if native.usable(current):
+            potentials, spikes = native.lif_forward(current, keep, gain, v_th)
+        else:
+            potentials, spikes = torch.empty_like(current), torch.empty_like(current)
+            v = torch.zeros_like(current[0])  # the membrane after the previous step's reset
+            for t in range(current.shape[0]):
+                pot = torch.add(v.mul_(keep), current[t], alpha=gain, out=potentials[t])  # v' = v + (I − v)/τ
+                z = torch.gt(pot, v_th, out=spikes[t])  # 0/1 floats: boolean masks are slow on the CPU
+                torch.addcmul(pot, pot, z, value=-1.0, out=v)  # reset to zero: v' − v'·z is exactly 0 or v'
         ctx.save_for_backward(potentials, spikes)
         ctx.tau_mem, ctx.v_th = tau_mem, v_th
         return spikes
@@ -102,6 +107,8 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor, None, None]:
         potentials, spikes = ctx.saved_tensors
         keep, gain = 1.0 - 1.0 / ctx.tau_mem, 1.0 / ctx.tau_mem
+        if native.usable(potentials):
+            return native.lif_backward(grad_spikes, potentials, keep, gain, ctx.v_th), None, None
         grad_pre = torch.empty_like(potentials)  # dL/dv' of every step (times 1/τ at the end: dL/dI)
         grad_v = torch.zeros_like(potentials[0])  # dL/dv after the reset of step t
         surrogate, survived, through_spike = (torch.empty_like(grad_v) for _ in range(3))
@@ -110,7 +117,8 @@ class _LIFSequence(torch.autograd.Function):
             torch.sub(potentials[t], ctx.v_th, out=surrogate).abs_().add_(1.0).pow_(-2)  # SuperSpike 1/(|v'−θ|+1)²
             torch.sub(grad_spikes[t], torch.mul(grad_v, potentials[t], out=through_spike), out=through_spike)
             through_spike.mul_(surrogate)
-            g = torch.mul(grad_v, torch.neg(spikes[t], out=survived).add_(1.0), out=grad_pre[t]).add_(through_spike)
+            torch.neg(spikes[t], out=survived).add_(1.0)
+            g = torch.mul(grad_v, survived, out=grad_pre[t]).add_(through_spike)
             torch.mul(g, keep, out=grad_v)
         return grad_pre.mul_(gain), None, None
 

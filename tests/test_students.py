@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from torch import Tensor
 
+from kdlib import native
 from kdlib.data import Dataset, encode
 from kdlib.params import CEVariant, StudentParams
 from kdlib.students import (
@@ -41,6 +45,46 @@ def test_fused_lif_equals_norse_step_by_step() -> None:
     (z1, g1), (z2, g2) = results
     assert torch.equal(z1, z2) and 0.05 < z1.mean() < 0.95
     assert torch.allclose(g1, g2, atol=1e-5) and g1.abs().sum() > 0
+
+
+def _lif_run(current: Tensor, tau_mem: float, v_th: float, leaf: Tensor) -> tuple[Tensor, Tensor]:
+    """Spikes, and the gradient at ``leaf`` of a fixed random readout of them."""
+    z = SpikingNeurons("lif", tau_mem=tau_mem, v_th=v_th)(current)
+    readout = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((z * readout).sum(), leaf)
+    return z, grad
+
+
+def test_native_lif_kernel_builds() -> None:
+    if os.environ.get("KDLIB_NATIVE") == "0":
+        pytest.skip("the kernel is turned off (KDLIB_NATIVE=0)")
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        pytest.skip("no C compiler: the workbook runs the eager LIF loop")
+    assert native.kernel() is not None, "a C compiler is on PATH but kdlib/lif_kernel.c did not build"
+
+
+@pytest.mark.parametrize(("shape", "tau_mem", "v_th", "constant"), [
+    ((4, 128, 400), 2.0, 1.0, False),  # the default student's layer
+    ((16, 64, 400), 2.0, 1.0, True),  # direct encoding: the same current at every step, stored once
+    ((3, 2, 4, 7, 5), 2.0, 1.0, False),  # a conv layer, and fewer neurons than one block of the kernel
+    ((9, 33, 1001), 3.0, 0.8, False),  # other constants, several blocks and a partial one
+])
+def test_native_lif_kernel_gives_the_eager_loops_bits(shape: tuple[int, ...], tau_mem: float, v_th: float,
+                                                      constant: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not native.usable(torch.zeros(1)):
+        pytest.skip("the native kernel is not available here")
+    gen = torch.Generator().manual_seed(0)
+    leaf = (torch.randn(shape[1:] if constant else shape, generator=gen) * 2).requires_grad_()
+    current = leaf.expand(shape) if constant else leaf
+    kernel = _lif_run(current, tau_mem, v_th, leaf)
+    monkeypatch.setattr(native, "usable", lambda current: False)
+    eager = _lif_run(current, tau_mem, v_th, leaf)
+    assert torch.equal(kernel[0], eager[0]) and 0.05 < kernel[0].mean() < 0.95
+    if tau_mem == 2.0:  # keep = gain = 1/2: every product is exact, so the bits cannot depend on FMA use
+        assert torch.equal(kernel[1], eager[1])
+    else:  # PyTorch fuses add-with-alpha into an FMA where the CPU has one, as the kernel does; allow for CPUs without
+        assert torch.allclose(kernel[1], eager[1], rtol=1e-6, atol=1e-7)
+    assert kernel[1].abs().sum() > 0
 
 
 def test_lif_surrogate_gradient_single_step() -> None:
