@@ -12,19 +12,28 @@ during the run slows all of them alike; each reports the median over all its rep
 Implementations, all the same network (784-H-…-10, LIF with reset to zero, rate-decoded readout), the
 same batch size and the same T:
 
-``kdlib``      the workbook's student: batched synaptic input over time, fused LIF sequence
+``kdlib``      the workbook's student: batched synaptic input over time, the LIF sequence in one call (the
+               compiled kernel of ``kdlib.native`` on the CPU)
+``eager``      the same student with the kernel turned off (``KDLIB_NATIVE=0``): its LIF sequence as the
+               eager PyTorch loop that GPUs and machines without a C compiler run
 ``loop``       the straightforward way: norse ``LIFBoxCell`` modules and the Linear layers called once
                per time step
 ``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
 ``seeds``      the workbook's student as the distillation stage trains it on a CPU: one student per seed of
                ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.train.parallel_workers`), each in its
                own process on one thread, all at the same time; its rate is the sum of theirs, repeat by repeat
+``floor``      not a neuron model but a bound: the workbook's student with every layer of neurons replaced by
+               one copy of its input forward and one copy of its gradient backward, as cheap as a neuron can
+               be (it must read its current and write its spikes, and the same backward). What is left is
+               the products, the optimiser and PyTorch's own work per step (autograd, dispatch, bias and
+               loss gradients), which no faster neuron can remove.
+``seeds-floor`` the same bound for ``seeds``: ``floor`` students trained side by side, one per seed
 
 The roofline is the dense fp32 matmul rate measured in the same process as the student's training,
 divided by the student's floating-point work per training image (forward matmuls, and in the backward
-pass the weight gradients plus the input gradients of every layer but the first). ``seeds`` is held to
-the same roofline, the whole machine's (as measured by ``kdlib``'s runs); its memory is the sum of its
-workers' peaks.
+pass the weight gradients plus the input gradients of every layer but the first). Every implementation
+is held to the same roofline, the whole machine's as measured by ``kdlib``'s runs; the memory of
+``seeds`` and ``seeds-floor`` is the sum of their workers' peaks.
 """
 
 from __future__ import annotations
@@ -79,6 +88,28 @@ def _student_cfg(steps: int):
     return P.load(ROOT / "params.yaml").student.model_copy(update={"steps": steps})
 
 
+def _one_pass_neurons(layers: int):
+    """Stand-ins for ``layers`` layers of neurons that cost one pass over memory each: a copy of the input
+    current forward and a copy of the gradient backward (the ``floor`` implementation)."""
+    import torch
+    from torch import nn
+
+    class Copy(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, current):
+            return torch.empty(current.shape).copy_(current)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return torch.empty(grad.shape).copy_(grad)
+
+    class OnePass(nn.Module):
+        def forward(self, current):
+            return Copy.apply(current)
+
+    return nn.ModuleList(OnePass() for _ in range(layers))
+
+
 def _build(impl: str, steps: int):
     """(model, forward(x) -> logits) for one implementation."""
     import torch
@@ -86,11 +117,18 @@ def _build(impl: str, steps: int):
 
     cfg = _student_cfg(steps)
     torch.manual_seed(0)
-    if impl == "kdlib":
+    if impl in ("kdlib", "eager", "floor"):
+        from kdlib import native
         from kdlib.data import encode
         from kdlib.students import build_student
 
+        if impl == "eager":
+            os.environ["KDLIB_NATIVE"] = "0"  # read when the kernel is first asked for
+        elif impl == "kdlib" and native.kernel() is None:
+            raise RuntimeError("the LIF kernel of kdlib.native is not available: nothing to measure as 'kdlib'")
         net = build_student(cfg)
+        if impl == "floor":
+            net.neurons = _one_pass_neurons(len(net.neurons))
         return net, lambda x: net(encode(x, steps, "direct")).logits
     widths = [784, *cfg.hidden]
     linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -173,7 +211,8 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--impls", nargs="+", default=["kdlib", "loop", "snntorch", "seeds"])
+    parser.add_argument("--impls", nargs="+",
+                        default=["kdlib", "eager", "loop", "snntorch", "seeds", "floor", "seeds-floor"])
     parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per round")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every implementation")
@@ -198,7 +237,7 @@ def main() -> None:
     workers = parallel_workers(len(P.load(ROOT / "params.yaml").distill.seeds), torch.device("cpu"))
 
     def launch(impl: str, steps: int, threads: int | None = None) -> subprocess.Popen:
-        one = "kdlib" if impl == "seeds" else impl
+        one = {"seeds": "kdlib", "seeds-floor": "floor"}.get(impl, impl)
         cmd = [sys.executable, __file__, "--one", one, str(steps), "--iters", str(args.iters),
                "--repeats", str(args.repeats), *(["--threads", str(threads)] if threads else [])]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -213,7 +252,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for steps in args.steps:
             for impl in args.impls:
-                if impl == "seeds":  # every worker at once; the group's rate is the sum of theirs, repeat by repeat
+                if impl.startswith("seeds"):  # all workers at once; the rate is the sum of theirs, repeat by repeat
                     group = [result(p) for p in [launch(impl, steps, threads=1) for _ in range(workers)]]
                     one = {"runs": [sum(r) for r in zip(*(g["runs"] for g in group), strict=True)],
                            "matmul_gflops": [], "peak_rss_mib": sum(g["peak_rss_mib"] for g in group)}
@@ -233,18 +272,22 @@ def main() -> None:
         k = row["kdlib"]["images_per_second"]
         row["roofline_images_per_second"] = row["kdlib"]["matmul_gflops"] * 1e9 / flops
         row["kdlib_vs_roofline"] = k / row["roofline_images_per_second"]
-        if "seeds" in row:
-            row["seeds"]["workers"] = workers
-            row["seeds_vs_roofline"] = row["seeds"]["images_per_second"] / row["roofline_images_per_second"]
-        for other in ("loop", "snntorch"):
+        for bound in ("seeds", "floor", "seeds-floor"):
+            if bound in row:
+                row[f"{bound}_vs_roofline"] = row[bound]["images_per_second"] / row["roofline_images_per_second"]
+                if bound.startswith("seeds"):
+                    row[bound]["workers"] = workers
+        for other in ("eager", "loop", "snntorch"):
             if other in row:
                 row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
         results.append(row)
         print(f"T={steps:>3}: roofline {row['roofline_images_per_second']:8.0f} img/s | " + " | ".join(
             f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
             for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
-            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("loop", "snntorch") if o in row) + (
-            f" | {workers} seeds together = {row['seeds_vs_roofline']:.0%} of roofline" if "seeds" in row else ""))
+            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("eager", "loop", "snntorch") if o in row) + (
+            f" | {workers} seeds together = {row['seeds_vs_roofline']:.0%} of roofline" if "seeds" in row else "") + (
+            f" | one-pass neuron = {row['floor_vs_roofline']:.0%} of roofline" if "floor" in row else "") + (
+            f" ({row['seeds-floor_vs_roofline']:.0%} as seeds)" if "seeds-floor" in row else ""))
     meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "matmul_gflops": gflops, "student": cfg.model_dump(), "iters": args.iters, "repeats": args.repeats,
             "rounds": args.rounds, "seed_workers": workers}

@@ -63,6 +63,23 @@ def test_native_lif_kernel_builds() -> None:
     assert native.kernel() is not None, "a C compiler is on PATH but kdlib/lif_kernel.c did not build"
 
 
+@pytest.mark.parametrize(("compiler", "message"), [("false", "failed"), ("no-such-cc", "no C compiler found")])
+def test_without_the_kernel_the_eager_loop_runs_with_a_warning(compiler: str, message: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", compiler)  # `false` is a compiler whose every build fails
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("KDLIB_NATIVE", raising=False)
+    native.kernel.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=message):
+            assert native.kernel() is None
+        current = torch.tensor([[0.6], [0.6], [0.6], [1.5]])
+        assert SpikingNeurons("lif", tau_mem=2.0)(current).flatten().tolist() == [0, 0, 0, 1]
+        assert list(tmp_path.rglob("*.so")) == []  # a failed build leaves nothing a later run would load
+    finally:
+        native.kernel.cache_clear()
+
+
 @pytest.mark.parametrize(("shape", "tau_mem", "v_th", "constant"), [
     ((4, 128, 400), 2.0, 1.0, False),  # the default student's layer
     ((16, 64, 400), 2.0, 1.0, True),  # direct encoding: the same current at every step, stored once
