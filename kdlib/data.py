@@ -23,11 +23,14 @@ The data root is, in order: the ``root`` argument, the ``KDLIB_DATA_ROOT`` envir
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,8 @@ import torch
 from torch import Tensor
 from torchvision import datasets as tvd
 from torchvision.datasets.utils import download_url
+
+from kdlib.params import DEFAULT_VAL_SIZE
 
 DATA_ROOT_ENV = "KDLIB_DATA_ROOT"
 DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
@@ -99,16 +104,35 @@ def _read_idx_gz(path: Path) -> np.ndarray:
     """Decode a gzip-compressed IDX file of unsigned bytes (the MNIST format)."""
     try:
         raw = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DatasetError(f"{path} is not a readable gzip archive ({err}). Delete it and rerun.") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DatasetError(f"{path} is not an IDX file of unsigned bytes. Delete it and rerun.")
-    ndim = raw[3]
+    ndim, header = raw[3], 4 + 4 * raw[3]
+    if ndim == 0 or len(raw) < header:
+        raise DatasetError(f"{path} has a broken IDX header ({ndim} dimensions, {len(raw)} bytes). "
+                           "Delete it and rerun.")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise DatasetError(f"{path} is truncated: header says {dims}, found {data.size} bytes.")
-    return data.reshape(dims)
+    if math.prod(dims) != len(raw) - header:
+        raise DatasetError(f"{path} is truncated: header says {dims}, found {len(raw) - header} bytes.")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _refuse_non_file(path: Path) -> None:
+    """A folder (or any other non-file) where an archive belongs is an error, never something to fill."""
+    if path.exists() and not path.is_file():
+        raise DatasetError(f"{path} should be an IDX .gz file but is a directory or another non-file. "
+                           "Remove it (the workbook will not write into it), then copy or download the file.")
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    """The folders that ``folder.mkdir(parents=True)`` would create, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
 
 
 class _IdxFolder:
@@ -137,31 +161,50 @@ class _IdxFolder:
 
     def download(self) -> None:
         folder = Path(self.raw_folder)
-        for name, md5 in self.resources:
-            if (folder / name).is_file():
-                continue
+        missing = [(name, md5) for name, md5 in self.resources if not (folder / name).is_file()]
+        for name, _ in missing:
+            _refuse_non_file(folder / name)
+        if not missing:
+            return
+        created = _missing_parents(folder)
+        try:
+            for name, md5 in missing:
+                self._download_one(folder, name, md5)
+        except BaseException:
+            for path in created:  # deepest first; only the empty folders this call made
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise
+
+    def _download_one(self, folder: Path, name: str, md5: str) -> None:
+        """Fetch one archive into a temporary folder beside its destination, then move it into place."""
+        advice = (f"Copy the four IDX .gz files of this dataset into {folder}, or set {DATA_ROOT_ENV} "
+                  f"to a folder that holds {self.folder}/ with them.")
+        try:
             folder.mkdir(parents=True, exist_ok=True)
-            errors = []
+            tmp_dir = tempfile.mkdtemp(dir=folder, prefix=".download-")
+        except OSError as err:
+            raise DatasetError(f"{folder / name} is missing and cannot be downloaded there: {folder} is not "
+                               f"writable ({err.strerror or err}). {advice}") from None
+        errors = []
+        try:
             for mirror in self.mirrors:
-                with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-                    try:
-                        download_url(mirror + name, tmp, filename=name, md5=md5)
-                    except Exception as err:  # noqa: BLE001 - every failure is reported below
-                        errors.append(f"{mirror}: {err}")
-                        continue
-                    shutil.move(os.path.join(tmp, name), folder / name)
-                    break
-            else:
-                raise DatasetError(
-                    f"{folder / name} is missing and could not be downloaded ({'; '.join(errors)}). "
-                    f"Copy the four IDX .gz files of this dataset into {folder}, or set {DATA_ROOT_ENV} "
-                    f"to a folder that holds {self.folder}/ with them."
-                )
+                try:
+                    download_url(mirror + name, tmp_dir, filename=name, md5=md5)
+                except Exception as err:  # noqa: BLE001 - every failure is reported below
+                    errors.append(f"{mirror}: {err}")
+                    continue
+                os.replace(os.path.join(tmp_dir, name), folder / name)
+                return
+        finally:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise DatasetError(f"{folder / name} is missing and could not be downloaded ({'; '.join(errors)}). {advice}")
 
     def _load_data(self) -> tuple[Tensor, Tensor]:
         folder = Path(self.raw_folder)
         for name, md5 in self.resources:
             path = folder / name
+            _refuse_non_file(path)
             if not path.is_file():
                 raise DatasetError(
                     f"{path} is missing. Copy the four IDX .gz files of this dataset into {folder}, "
@@ -249,14 +292,13 @@ def load_dataset(
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}.")
     if name == "mnist-5k":
         train, test, classes = _mnist_5k()
-        val_size = 500 if val_size is None else val_size
     else:
         cls = MNIST if name == "mnist" else FashionMNIST
         root = Path(root) if root is not None else default_root()
         train_set, test_set = cls(root, train=True, download=download), cls(root, train=False, download=download)
         train, test = _to_split(train_set.data, train_set.targets), _to_split(test_set.data, test_set.targets)
         classes = tuple(train_set.classes)
-        val_size = 5000 if val_size is None else val_size
+    val_size = DEFAULT_VAL_SIZE[name] if val_size is None else val_size
     train, val = _carve(train, val_size, split_seed)
     return Dataset(name=name, classes=classes, train=train, val=val, test=test)
 

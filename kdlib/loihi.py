@@ -23,12 +23,15 @@ NIR
     :func:`export_nir` writes a norse student (:class:`kdlib.students.SpikingMLP`) as a NIR graph,
     :func:`read_nir` reads it back, :func:`nir_differences` and :func:`replay_nir` check the trip.
 
-Lava is imported only inside the functions that need it, after :func:`kdlib.lava_compat.install`.
+Importing this module installs :func:`kdlib.lava_compat.install`, so a notebook's own Lava imports work after
+it; Lava itself is imported only inside the functions that need it. :func:`check_netx` refuses, up front and
+naming the layer, a netx file that the runner cannot run (an Input block, a convolution, image-shaped layers).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import multiprocessing
 import sys
 import time
@@ -51,6 +54,8 @@ from kdlib.params import LoihiParams
 from kdlib.spikes import neuron_updates
 from kdlib.students import SpikingMLP, SpikingOutput
 from kdlib.train import progress
+
+lava_compat.install()  # before any Lava import, the caller's own included
 
 
 def _slayer() -> ModuleType:
@@ -165,6 +170,118 @@ def build_loihi_student(cfg: LoihiParams, num_classes: int = 10, seed: int = 0) 
                     scale_grad=cfg.scale_grad, logit_scale=cfg.logit_scale)
 
 
+# ------------------------------------------------------------------------------------------- netx files
+class NetxError(RuntimeError):
+    """A netx file that the workbook's Lava runner cannot run; the message names the file and the layer."""
+
+
+NETX_NEURONS = ("CUBA", "LOIHI")  # netx's names for Loihi's current-based LIF neuron
+
+
+def _netx_text(group: Any, key: str) -> str | None:
+    """A short string stored in a netx group (as bytes, str, or a one-element array of either), or None."""
+    import h5py
+
+    item = group.get(key)
+    if not isinstance(item, h5py.Dataset):
+        return None
+    value = item[()]
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            return None
+        value = value.reshape(-1)[0]
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _netx_dims(group: Any, where: str) -> list[int]:
+    """The integer ``shape`` dataset of a layer group."""
+    import h5py
+
+    shape = group.get("shape")
+    if not isinstance(shape, h5py.Dataset) or shape.dtype.kind not in "iu" or not 0 < shape.size <= 16:
+        raise NetxError(f"{where} has no integer 'shape' dataset")
+    return [int(n) for n in np.asarray(shape[()]).reshape(-1)]
+
+
+def _netx_dense(group: Any, where: str, inputs: int | None) -> tuple[int, int]:
+    """Check one dense layer group; return its (inputs, neurons)."""
+    import h5py
+
+    weight = group.get("weight")
+    if not isinstance(weight, h5py.Dataset) or weight.ndim != 2 or weight.dtype.kind not in "iuf":
+        raise NetxError(f"{where} has no 2-D numeric 'weight' dataset (out, in)")
+    out_features, in_features = (int(n) for n in weight.shape)
+    dims = _netx_dims(group, where)
+    if math.prod(dims) != out_features:
+        raise NetxError(f"{where} is shaped {tuple(dims)}, which does not hold its {out_features} weight rows")
+    if "delay" in group:
+        raise NetxError(f"{where} has synaptic delays, which the runner's image-by-image timing does not model")
+    neuron = group.get("neuron")
+    neuron_type = _netx_text(neuron, "type") if isinstance(neuron, h5py.Group) else None
+    if neuron_type not in NETX_NEURONS:
+        raise NetxError(f"{where} has neuron type {neuron_type!r}; the runner supports {' and '.join(NETX_NEURONS)} "
+                        "(Loihi's current-based LIF)")
+    if inputs is not None and in_features != inputs:
+        raise NetxError(f"{where} takes {in_features} inputs but what comes before it gives {inputs}")
+    return in_features, out_features
+
+
+def check_netx(path: str | Path) -> list[int]:
+    """Check that ``path`` is a netx network :func:`run_lava` can run, before Lava sees it.
+
+    That is a chain of ``dense`` layers of CUBA neurons without delays, numbered 0, 1, ..., fed with flat
+    spike vectors; a leading shape-only ``input`` entry and ``flatten`` entries, which netx builds no
+    process for, are allowed. Returns the widths: inputs, then every dense layer's neurons. Anything else
+    (an Input block with neurons, a convolution, pooling, image-shaped layers) raises one
+    :class:`NetxError` that names the file and the layer.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except (OSError, ValueError) as err:
+        raise NetxError(f"{path} is not an HDF5 file that netx can read ({str(err).splitlines()[0]})") from None
+    try:
+        with handle:
+            layers = handle.get("layer")
+            if not isinstance(layers, h5py.Group) or len(layers) == 0:
+                raise NetxError(f"{path} has no 'layer' group of netx layers")
+            names = sorted(layers.keys())
+            if names != sorted(str(i) for i in range(len(names))):
+                raise NetxError(f"{path}: layers must be named 0 to {len(names) - 1}, found {', '.join(names)[:200]}")
+            widths: list[int] = []
+            inputs: int | None = None
+            for i in range(len(names)):
+                group, where = layers[str(i)], f"{path}: layer {i}"
+                if not isinstance(group, h5py.Group):
+                    raise NetxError(f"{where} is not a group")
+                kind = _netx_text(group, "type")
+                if kind == "input" and not widths and "neuron" not in group:
+                    inputs = math.prod(_netx_dims(group, where))  # a shape only: netx makes no process of it
+                elif kind == "input":
+                    raise NetxError(f"{where} is an Input block with neurons, which Lava cannot compile under "
+                                    "Loihi2SimCfg here (no subcompiler for PyInputModel): export the network "
+                                    "without it; the runner streams the input spikes into the first dense layer")
+                elif kind == "flatten":
+                    continue
+                elif kind == "dense":
+                    n_in, n_out = _netx_dense(group, where, widths[-1] if widths else inputs)
+                    widths += [n_out] if widths else [n_in, n_out]
+                else:
+                    raise NetxError(f"{where} is of type {kind!r}: the runner streams flat spike vectors through "
+                                    "a chain of 'dense' layers only (no convolution, pooling or other blocks)")
+            if not widths:
+                raise NetxError(f"{path} has no dense layer")
+            return widths
+    except NetxError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError, OverflowError) as err:
+        raise NetxError(f"{path} is not a readable netx file ({type(err).__name__}: {err})") from None
+
+
 # ------------------------------------------------------------------------------------------ counting spikes
 def spike_chunks(split: Split, steps: int, chunk_size: int, seed: int = 0) -> Iterator[Tensor]:
     """The rate-coded input of a split, ``chunk_size`` images at a time: (steps, B, 1, 28, 28) 0/1 tensors.
@@ -262,6 +379,9 @@ def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.
 
     steps, images = x_seq.shape[:2]
     stream = x_seq.reshape(steps, images, -1).permute(2, 1, 0).reshape(-1, images * steps)  # image after image
+    inputs = check_netx(path)[0]
+    if stream.shape[0] != inputs:
+        raise NetxError(f"{path}: layer 0 takes {inputs} inputs, but the images give {stream.shape[0]} per step")
     net = netx.hdf5.Network(net_config=str(path), reset_interval=steps, reset_offset=1)
     depth = len(net.layers)
     run_steps = images * steps + depth

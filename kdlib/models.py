@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from kdlib.io import save_torch
+from kdlib.io import CheckpointError, load_checkpoint, save_torch
 from kdlib.params import TeacherParams
 
 
@@ -108,7 +108,11 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint {path} not found: run the teacher stage first.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_teacher(TeacherParams(**ckpt["config"]), ckpt["num_classes"])
-    model.load_state_dict(ckpt["state_dict"])
+    ckpt = load_checkpoint(path, "teacher")
+    try:
+        model = build_teacher(TeacherParams(**ckpt["config"]), ckpt["num_classes"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its weights do not fit the teacher its config describes "
+                              f"({str(err).splitlines()[0]}). Rerun the teacher stage.") from None
     return model.eval(), ckpt

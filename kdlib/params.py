@@ -6,7 +6,10 @@ it with the same models, so a wrong value gets the same message wherever it come
 
     params.yaml: teacher.epochs = 0: Input should be greater than or equal to 1
 
-Types are strict (no silent string-to-number conversion) and unknown keys are errors.
+Types are strict (no silent string-to-number conversion), every number must be finite, and unknown
+keys are errors. Sizes that depend on the data are checked against the datasets' known sizes before
+any stage starts: the validation split must leave training images, and no batch may be larger than
+the training split. Epoch counts are bounded by :data:`MAX_EPOCHS`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
 DATASETS = ("mnist", "fashion-mnist", "mnist-5k")  # the names kdlib.data knows (a test keeps them in step)
+# Training images of each dataset before the validation split, and the default validation size
+# (kdlib.data reads these; a test checks them against the loaded data).
+TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "mnist-5k": 4_000}
+DEFAULT_VAL_SIZE = {"mnist": 5_000, "fashion-mnist": 5_000, "mnist-5k": 500}
+# The most epochs any training may ask for. The fastest epoch of the study (the MNIST teacher's, about
+# 7 s on the 2-core machine) makes 1,000 epochs two hours for a single run, beyond what a study here
+# can finish; no training curve of the study still improves after a few dozen.
+MAX_EPOCHS = 1000
 
 
 class ParamsError(ValueError):
@@ -26,7 +37,7 @@ class ParamsError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
 
 class DataParams(_Section):
@@ -54,7 +65,7 @@ class TeacherParams(_PerDataset):
     arch: Literal["mlp", "cnn"] = "mlp"
     hidden: list[int] = Field(default=[1200, 1200], min_length=1)
     dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
-    epochs: int = Field(default=10, ge=1)
+    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -72,7 +83,7 @@ class StudentParams(_PerDataset):
     steps: int = Field(default=8, ge=1, le=1024)
     tau_mem: float = Field(default=2.0, ge=1.0)
     v_th: float = Field(default=1.0, gt=0.0)
-    epochs: int = Field(default=5, ge=1)
+    epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -165,7 +176,7 @@ class LoihiParams(_Section):
     tau_grad: float = Field(default=0.03, gt=0.0)
     scale_grad: float = Field(default=3.0, gt=0.0)
     logit_scale: float = Field(default=0.5, gt=0.0)  # logits = logit_scale × output spike counts
-    epochs: int = Field(default=8, ge=1)
+    epochs: int = Field(default=8, ge=1, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, ge=1)
     lr: float = Field(default=1e-2, gt=0.0)  # high: an update must cross an 8-bit step to change the network
     weight_decay: float = Field(default=0.0, ge=0.0)
@@ -224,6 +235,28 @@ def _check_references(params: Params, source: str) -> None:
                           "NIR's LIF node needs a 'lif' student")
 
 
+def _check_sizes(params: Params, source: str) -> None:
+    """The validation split leaves training images, and every batch fits in the training split."""
+    val_size = params.data.val_size
+    for dataset in params.data.datasets:
+        total = TRAIN_IMAGES[dataset]
+        val = DEFAULT_VAL_SIZE[dataset] if val_size is None else val_size
+        if val >= total:
+            raise ParamsError(f"{source}: data.val_size = {val}: must be smaller than the {total:,} training "
+                              f"images of {dataset}, to leave some for training (allowed: 1 to {total - 1})")
+        train = total - val
+        sizes = {"teacher.batch_size": params.teacher.for_dataset(dataset).batch_size}
+        for name in params.distill.variants:
+            sizes[f"variants.{name} (student.batch_size)"] = student_for(
+                params.student, params.variants, name, dataset, source).batch_size
+        if dataset in params.loihi.datasets:
+            sizes["loihi.batch_size"] = params.loihi.batch_size
+        for key, size in sizes.items():
+            if size > train:
+                raise ParamsError(f"{source}: {key} = {size}: larger than the {train:,} training images of "
+                                  f"{dataset} after data.val_size = {val}; allowed: 1 to {train}")
+
+
 def _check_overrides(params: _Section, source: str) -> None:
     """Validate every ``per_dataset`` override as if it were written in its section."""
     for section, value in params:
@@ -272,6 +305,7 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     params = validate(Params, raw, source=path.name)
     _check_overrides(params, path.name)
     _check_references(params, path.name)
+    _check_sizes(params, path.name)
     return params
 
 

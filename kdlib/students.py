@@ -43,7 +43,7 @@ with warnings.catch_warnings():  # norse 1.1.0 scripts functions with the deprec
     )
 
 from kdlib import native
-from kdlib.io import save_torch
+from kdlib.io import CheckpointError, load_checkpoint, save_torch
 
 Neuron = Literal["lif", "ste-continuous", "ste-discontinuous"]
 NEURONS: tuple[str, ...] = ("lif", "ste-continuous", "ste-discontinuous")
@@ -279,7 +279,11 @@ def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"student checkpoint {path} not found: run the distillation stage first.")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_student(StudentParams(**ckpt["config"]), ckpt["num_classes"])
-    model.load_state_dict(ckpt["state_dict"])
+    ckpt = load_checkpoint(path, "student")
+    try:
+        model = build_student(StudentParams(**ckpt["config"]), ckpt["num_classes"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its weights do not fit the student its config describes "
+                              f"({str(err).splitlines()[0]}). Rerun the distillation stage.") from None
     return model.eval(), ckpt

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import multiprocessing
 import os
 import sys
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from kdlib.data import Batch, Dataset, Encoding, Split, batches, encode, load_dataset, random_shift
-from kdlib.io import save_torch
+from kdlib.io import load_torch, save_torch
 from kdlib.losses import Objective, TeacherTargets, build_objective
 from kdlib.models import load_teacher
 from kdlib.spikes import SpikeCounter
@@ -36,6 +37,10 @@ from kdlib.students import SpikingOutput, build_student, save_student
 
 LossFn = Callable[[Batch], tuple[Tensor, Tensor]]
 PredictFn = Callable[[Tensor], Tensor]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or a weight became NaN or infinite; training stopped before anything was written."""
 
 
 def default_device() -> torch.device:
@@ -106,8 +111,10 @@ def fit(
     ``param_groups`` optionally gives Adam's parameter groups (for per-module learning rates).
 
     After training, ``modules`` holds the weights of the epoch with the best validation accuracy
-    (the earliest on ties). With ``resume_path``, the complete state is written there atomically
-    after every epoch and training continues from it when the file exists.
+    (the earliest on ties). A loss or weight that turns NaN or infinite raises :class:`TrainingDiverged`
+    at once, naming the epoch and the quantity; the resume file then keeps the last finite epoch. With
+    ``resume_path``, the complete state is written there atomically after every epoch and training
+    continues from it when the file exists.
     """
     device = device or default_device()
     seed_everything(seed)
@@ -123,7 +130,7 @@ def fit(
     start_epoch, seconds = 0, 0.0
 
     if resume_path is not None and Path(resume_path).is_file():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+        state = load_torch(resume_path, map_location=device)
         modules.load_state_dict(state["modules"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -137,17 +144,27 @@ def fit(
         modules.train()
         tic = time.perf_counter()
         loss_sum, correct, seen = 0.0, 0, 0
-        for batch in batches(data.train, batch_size, shuffle=True, generator=gen):
+        for step, batch in enumerate(batches(data.train, batch_size, shuffle=True, generator=gen), 1):
             x, y = random_shift(batch.x, max_shift, gen).to(device), batch.y.to(device)
             loss, logits = loss_fn(Batch(x, y, batch.index))
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"{desc}: the training loss is {loss_value} at epoch {epoch + 1}, batch "
+                                       f"{step}; training stopped and nothing was saved. Lower the learning rate "
+                                       f"(lr = {lr:g}) or check the loss's parameters.")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss_value * len(y)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(y)
         seconds += time.perf_counter() - tic
+        for name, weight in modules.named_parameters():
+            if not bool(torch.isfinite(weight).all()):
+                raise TrainingDiverged(f"{desc}: the weight {name} is not finite after epoch {epoch + 1}; "
+                                       f"training stopped and nothing was saved. Lower the learning rate "
+                                       f"(lr = {lr:g}).")
         modules.eval()
         val_acc = accuracy(predict(predict_fn, data.val, eval_batch_size, device), data.val.y)
         history.append({
@@ -321,8 +338,8 @@ def distill_seed(dataset: str, data_cfg: Any, cfg: Any, variant_name: str, spec:
     evaluated on the test set (accuracy, spikes and synaptic operations per image) and written to
     ``checkpoint`` with its metrics and, when fine-tuned, the teacher.
 
-    On the CPU the student trains on one thread: torch splits large reductions between threads, so the
-    thread count would otherwise change the last bits of a run, and with them its results.
+    On the CPU the student trains on one thread, so that the seeds of a run can train side by side, one per
+    core (:func:`distill_seeds`); its numbers do not depend on that (:mod:`kdlib.reproducibility`).
     """
     device = device or default_device()
     with one_thread() if device.type == "cpu" else contextlib.nullcontext():
