@@ -292,6 +292,15 @@ def test_idx_header_claims_more_dimensions_than_it_has(tmp_path: Path) -> None:
         D._read_idx_gz(path)
 
 
+def test_idx_archive_with_a_corrupt_deflate_stream(tmp_path: Path) -> None:
+    archive = bytearray(gzip.compress(bytes(1000)))
+    archive[12] ^= 0xFF  # inside the compressed data: zlib.error, which is not an OSError
+    path = tmp_path / "x.gz"
+    path.write_bytes(bytes(archive))
+    with pytest.raises(D.DatasetError, match=r"x.gz is not a readable gzip archive"):
+        D._read_idx_gz(path)
+
+
 def test_idx_reader_reads_a_good_file(tmp_path: Path) -> None:
     path = tmp_path / "x.gz"
     path.write_bytes(gzip.compress(bytes([0, 0, 8, 2, 0, 0, 0, 2, 0, 0, 0, 3]) + bytes(range(6))))
