@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -27,7 +28,7 @@ REFERENCES = {
 def host_kind() -> tuple[str, bool]:
     """The CPU vendor and whether the CPU has AVX-512, from /proc/cpuinfo (Linux)."""
     try:
-        info = open("/proc/cpuinfo").read()
+        info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return ("unknown", False)
     vendor = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("vendor_id")),
