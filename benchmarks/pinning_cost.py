@@ -53,8 +53,8 @@ def step(b):
         out = model(b.x).logits
         loss = torch.nn.functional.cross_entropy(out, b.y)
     else:
-        from kdlib.losses import TeacherTargets
-        loss, _ = objective(model(encode(b.x, 4)), b.y, TeacherTargets(targets.logits[b.index], []))
+        from kdlib.models import ModelOutput
+        loss, _ = objective(model(encode(b.x, 4)), b.y, ModelOutput(targets.logits[b.index], []))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -17,13 +17,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from kdlib.data import Encoding, Split, batches, encode
-from kdlib.spikes import SpikeCounter, SpikingResult, check_binary
+from kdlib.spikes import SpikeCounter, check_binary
+
+if TYPE_CHECKING:
+    from kdlib.students import SpikingOutput, Student
 
 
 # ------------------------------------------------------------------------------------ accuracy against T
@@ -37,8 +41,8 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
-def _runs(model: nn.Module, split: Split, steps: int, encoding: Encoding, chunk_size: int,
-          seed: int) -> Iterator[tuple[SpikingResult, Tensor]]:
+def _runs(model: Student, split: Split, steps: int, encoding: Encoding, chunk_size: int,
+          seed: int) -> Iterator[tuple[SpikingOutput, Tensor]]:
     """Run ``model`` over ``split`` in chunks at ``steps`` steps; yield its output and the labels."""
     device = _model_device(model)
     gen = torch.Generator(device=device).manual_seed(seed) if encoding == "rate" else None
@@ -48,7 +52,7 @@ def _runs(model: nn.Module, split: Split, steps: int, encoding: Encoding, chunk_
 
 
 @torch.no_grad()
-def accuracy_over_time(model: nn.Module, split: Split, steps: Sequence[int], *, encoding: Encoding = "direct",
+def accuracy_over_time(model: Student, split: Split, steps: Sequence[int], *, encoding: Encoding = "direct",
                        chunk_size: int = 250, seed: int = 0, check: bool = True) -> pd.DataFrame:
     """Accuracy and spikes per image at every T in ``steps``, from one run at the largest T.
 
@@ -79,7 +83,7 @@ def accuracy_over_time(model: nn.Module, split: Split, steps: Sequence[int], *, 
 
 
 @torch.no_grad()
-def collect_outputs(model: nn.Module, split: Split, steps: int, *, encoding: Encoding = "direct",
+def collect_outputs(model: Student, split: Split, steps: int, *, encoding: Encoding = "direct",
                     chunk_size: int = 250, seed: int = 0) -> Tensor:
     """The outputs of every step for a whole split, (T, N, classes) on the CPU (for :func:`early_exit`)."""
     return torch.cat([out[0].float().cpu() for out, _ in _runs(model, split, steps, encoding, chunk_size, seed)], 1)
@@ -158,7 +162,7 @@ def corrupt_split(split: Split, name: str, level: float, seed: int = 0) -> Split
 
 
 @torch.no_grad()
-def count_operations(model: nn.Module, split: Split, steps: int, *, encoding: Encoding = "direct",
+def count_operations(model: Student, split: Split, steps: int, *, encoding: Encoding = "direct",
                      chunk_size: int = 250, seed: int = 0) -> SpikeCounter:
     """Run ``model`` over ``split`` in chunks and count its spikes and operations (input spikes too, when the
     input is rate-coded)."""

@@ -42,10 +42,9 @@ from torch import Tensor
 from torchvision import datasets as tvd
 from torchvision.datasets.utils import download_url
 
-from kdlib.params import DEFAULT_VAL_SIZE
+from kdlib.params import DATASETS, DEFAULT_VAL_SIZE
 
 DATA_ROOT_ENV = "KDLIB_DATA_ROOT"
-DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
 DatasetName = Literal["mnist", "fashion-mnist", "mnist-5k"]
 Encoding = Literal["direct", "rate"]
 ENCODINGS = ("direct", "rate")

@@ -20,9 +20,12 @@ import errno
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 class WriteError(OSError):
@@ -116,3 +119,25 @@ def load_checkpoint(path: str | os.PathLike[str], kind: str,
         raise CheckpointError(f"{path} is not a {kind} checkpoint of this workbook (it needs kind={kind!r} and "
                               f"{', '.join(required)}). Delete it and rerun the stage that writes it.")
     return ckpt
+
+
+# the stage that writes each kind of checkpoint, named in what an error tells the user to run
+WRITTEN_BY = {"teacher": "teacher stage", "student": "distillation stage"}
+
+
+def load_model(path: str | os.PathLike[str], kind: str,
+               build: Callable[[dict[str, Any]], nn.Module]) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a ``kind`` model from its checkpoint: ``build(checkpoint)`` makes the network its config
+    describes, and the stored weights go into it. Returns the model (eval mode) and the checkpoint."""
+    path = Path(path)
+    stage = WRITTEN_BY[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} checkpoint {path} not found: run the {stage} first.")
+    ckpt = load_checkpoint(path, kind)
+    try:
+        model = build(ckpt)
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: its weights do not fit the {kind} its config describes "
+                              f"({str(err).splitlines()[0]}). Rerun the {stage}.") from None
+    return model.eval(), ckpt

@@ -16,7 +16,7 @@ The Lava run
     PyTorch model, :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains`
     records every spike of a few images.
 The costs
-    :meth:`SpikeCounts.synops` and :meth:`SpikeCounts.neuron_updates` give the operations of each image;
+    :meth:`ImageSpikes.synops` and :meth:`ImageSpikes.neuron_updates` give the operations of each image;
     :func:`kdlib.spikes.loihi_estimate` (Davies et al.'s per-operation figures, kept in
     :mod:`kdlib.spikes` with the 45 nm ones) turns them into energy and time.
 NIR
@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from kdlib import lava_compat
 from kdlib.data import Split, encode
 from kdlib.io import atomic_path
-from kdlib.params import LoihiParams
+from kdlib.params import PIXELS, LoihiParams
 from kdlib.spikes import neuron_updates
 from kdlib.students import SpikingMLP, SpikingOutput
 from kdlib.train import progress
@@ -92,9 +92,9 @@ class LoihiMLP(nn.Module):
     input steps of an image on both.
     """
 
-    def __init__(self, in_features: int = 784, hidden: tuple[int, ...] = (256,), num_classes: int = 10, *,
-                 threshold: float = 1.25, current_decay: float = 1.0, voltage_decay: float = 0.1,
-                 tau_grad: float = 1.0, scale_grad: float = 1.0, logit_scale: float = 0.5) -> None:
+    def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int, *, threshold: float,
+                 current_decay: float, voltage_decay: float, tau_grad: float, scale_grad: float,
+                 logit_scale: float) -> None:
         super().__init__()
         slayer = _slayer()
         neuron = {"threshold": threshold, "current_decay": current_decay, "voltage_decay": voltage_decay,
@@ -165,7 +165,7 @@ class LoihiMLP(nn.Module):
 def build_loihi_student(cfg: LoihiParams, num_classes: int = 10, seed: int = 0) -> LoihiMLP:
     """The student described by ``cfg``, initialised from ``seed``."""
     torch.manual_seed(seed)
-    return LoihiMLP(hidden=tuple(cfg.hidden), num_classes=num_classes, threshold=cfg.threshold,
+    return LoihiMLP(PIXELS, tuple(cfg.hidden), num_classes, threshold=cfg.threshold,
                     current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay, tau_grad=cfg.tau_grad,
                     scale_grad=cfg.scale_grad, logit_scale=cfg.logit_scale)
 
@@ -293,7 +293,7 @@ def spike_chunks(split: Split, steps: int, chunk_size: int, seed: int = 0) -> It
 
 
 @dataclass(frozen=True)
-class SpikeCounts:
+class ImageSpikes:
     """Spikes per image: ``outputs`` (N, classes) of the output layer by class, ``layers`` (N, spiking
     layers) in total, ``inputs`` (N,) the input spikes."""
 
@@ -302,7 +302,7 @@ class SpikeCounts:
     inputs: np.ndarray
 
     @classmethod
-    def concat(cls, parts: Iterable[SpikeCounts]) -> SpikeCounts:
+    def concat(cls, parts: Iterable[ImageSpikes]) -> ImageSpikes:
         parts = list(parts)
         return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("outputs", "layers", "inputs")))
 
@@ -324,25 +324,25 @@ class SpikeCounts:
 
 
 @torch.no_grad()
-def run_torch(net: LoihiMLP, chunks: Iterable[Tensor]) -> SpikeCounts:
+def run_torch(net: LoihiMLP, chunks: Iterable[Tensor]) -> ImageSpikes:
     """Count the spikes of the PyTorch model on a stream of input chunks (from :func:`spike_chunks`)."""
     net.eval()
     parts = []
     for x_seq in chunks:
         out = net(x_seq)
-        parts.append(SpikeCounts(
+        parts.append(ImageSpikes(
             outputs=out.spikes[-1].sum(0).long().numpy(),
             layers=torch.stack([s.sum(0).flatten(1).sum(1) for s in out.spikes], 1).long().numpy(),
             inputs=x_seq.sum(0).flatten(1).sum(1).long().numpy(),
         ))
-    return SpikeCounts.concat(parts)
+    return ImageSpikes.concat(parts)
 
 
 @dataclass(frozen=True)
 class LavaRun:
     """What :func:`run_lava` measured: the spike counts, the simulated steps and the wall time."""
 
-    counts: SpikeCounts
+    counts: ImageSpikes
     steps: int
     seconds: float
 
@@ -421,10 +421,10 @@ def run_lava(path: str | Path, chunks: Iterable[Tensor], total: int | None = Non
         t, images = x_seq.shape[:2]
         series, run_steps = _simulate(Path(path), x_seq)
         per_image = [s.reshape(len(s), images, t).sum(-1) for s in series]  # (neurons or 1, B)
-        parts.append(SpikeCounts(outputs=per_image[-1].T, layers=np.stack([p.sum(0) for p in per_image], 1),
+        parts.append(ImageSpikes(outputs=per_image[-1].T, layers=np.stack([p.sum(0) for p in per_image], 1),
                                  inputs=x_seq.sum(0).flatten(1).sum(1).long().numpy()))
         steps += run_steps
-    return LavaRun(SpikeCounts.concat(parts), steps, time.perf_counter() - tic)
+    return LavaRun(ImageSpikes.concat(parts), steps, time.perf_counter() - tic)
 
 
 def lava_spike_trains(path: str | Path, x_seq: Tensor) -> list[np.ndarray]:
@@ -436,8 +436,8 @@ def lava_spike_trains(path: str | Path, x_seq: Tensor) -> list[np.ndarray]:
     return [s.reshape(len(s), images, steps).transpose(2, 1, 0) for s in series]
 
 
-def compare(labels: Tensor | np.ndarray, lava: SpikeCounts, fixed: SpikeCounts,
-            floating: SpikeCounts | None = None) -> pd.DataFrame:
+def compare(labels: Tensor | np.ndarray, lava: ImageSpikes, fixed: ImageSpikes,
+            floating: ImageSpikes | None = None) -> pd.DataFrame:
     """One row per image: label, predictions of Lava, the PyTorch fixed-point model (and the float-weight
     model), whether Lava's output counts and per-layer spikes equal PyTorch's, ties, Lava's spike counts."""
     frame = pd.DataFrame({

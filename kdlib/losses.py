@@ -1,4 +1,4 @@
-"""Training objectives of the distillation variants (DESIGN.md §4).
+"""Training objectives of the distillation variants (docs/methods.md).
 
 Notation: teacher logits z_T and hidden activations h_T^l; student outputs o_t per step, logits
 z_S = mean_t o_t, hidden spikes s_t^l and firing rates r^l = mean_t s_t^l.
@@ -6,27 +6,22 @@ z_S = mean_t o_t, hidden spikes s_t^l and firing rates r^l = mean_t s_t^l.
 An objective is an ``nn.Module``: what it learns besides the student (spike decoders, regressors)
 are its submodules, so the training loop optimises them with the student. Every objective maps the
 student's :class:`~kdlib.students.SpikingOutput`, the labels and the teacher's
-:class:`TeacherTargets` to a scalar loss and a dict of its named parts (for logging).
+:class:`~kdlib.models.ModelOutput` (its logits and hidden activations) to a scalar loss and a dict
+of its named parts (for logging).
 Adding a variant is one objective class here plus one entry in ``params.yaml``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib.models import ModelOutput
 from kdlib.students import SpikingOutput
-
-
-class TeacherTargets(NamedTuple):
-    """The teacher's logits (B, classes) and hidden activations (one (B, ...) tensor per layer)."""
-
-    logits: Tensor
-    features: list[Tensor]
 
 
 # ------------------------------------------------------------------------------------------- primitives
@@ -86,11 +81,11 @@ class RateRegressor(nn.Module):
 class Objective(nn.Module):
     """Base class: cross-entropy on the student's logits. Subclasses add terms."""
 
-    uses_teacher = False  # needs TeacherTargets
+    uses_teacher = False  # needs the teacher's ModelOutput
     trains_teacher = False  # the teacher is fine-tuned with the student (it must not be frozen/cached)
     feature_layers: tuple[int, ...] = ()  # teacher hidden layers the objective reads
 
-    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         ce = F.cross_entropy(out.logits, labels)
         return ce, {"ce": ce.detach()}
 
@@ -104,7 +99,7 @@ class Distillation(Objective):
         super().__init__()
         self.alpha, self.tau_teacher, self.tau_student = alpha, tau_teacher, tau_student
 
-    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         assert teacher is not None
         ce = F.cross_entropy(out.logits, labels)
         kd = kd_loss(out.logits, teacher.logits.detach(), self.tau_teacher, self.tau_student)
@@ -122,7 +117,7 @@ class _FeatureDistillation(Distillation):
     def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         loss, parts = super().forward(out, labels, teacher)
         assert teacher is not None
         feat = sum(self.feature_term(i, out.spikes[layer], teacher.features[layer].detach())
@@ -174,7 +169,7 @@ class BidirectionalDistillation(DecoderDistillation):
         super().__init__(**kwargs)
         self.gamma = gamma
 
-    def forward(self, out: SpikingOutput, labels: Tensor, teacher: TeacherTargets | None) -> tuple[Tensor, dict]:
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         loss, parts = super().forward(out, labels, teacher)  # every teacher target is detached there
         assert teacher is not None
         teacher_ce = F.cross_entropy(teacher.logits, labels)

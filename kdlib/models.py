@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from kdlib.io import CheckpointError, load_checkpoint, save_torch
-from kdlib.params import TeacherParams
+from kdlib.io import load_model, save_torch
+from kdlib.params import PIXELS, TeacherParams
 
 
 class ModelOutput(NamedTuple):
@@ -27,10 +27,7 @@ class MLPTeacher(nn.Module):
     """Fully connected ReLU network with dropout (the teacher of Hinton et al., "Distilling the
     Knowledge in a Neural Network", 784-1200-1200-10)."""
 
-    def __init__(
-        self, in_features: int = 784, hidden: tuple[int, ...] = (1200, 1200), num_classes: int = 10,
-        dropout: float = 0.2,
-    ) -> None:
+    def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int, *, dropout: float) -> None:
         super().__init__()
         widths = (in_features, *hidden)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
@@ -54,10 +51,8 @@ class MLPTeacher(nn.Module):
 class CNNTeacher(nn.Module):
     """Two 3×3 convolution blocks (each conv-ReLU-maxpool) and one dense hidden layer."""
 
-    def __init__(
-        self, in_channels: int = 1, channels: tuple[int, int] = (32, 64), hidden: int = 256,
-        num_classes: int = 10, dropout: float = 0.2, image_size: int = 28,
-    ) -> None:
+    def __init__(self, hidden: int, num_classes: int, *, dropout: float, in_channels: int = 1,
+                 channels: tuple[int, int] = (32, 64), image_size: int = 28) -> None:
         super().__init__()
         c1, c2 = channels
         self.conv1 = nn.Conv2d(in_channels, c1, 3, padding=1)
@@ -83,10 +78,10 @@ def build_teacher(cfg: TeacherParams, num_classes: int = 10) -> nn.Module:
     """The teacher described by ``cfg`` (weights initialised from ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
     if cfg.arch == "mlp":
-        return MLPTeacher(hidden=tuple(cfg.hidden), num_classes=num_classes, dropout=cfg.dropout)
+        return MLPTeacher(PIXELS, tuple(cfg.hidden), num_classes, dropout=cfg.dropout)
     if len(cfg.hidden) != 1:
         raise ValueError(f"teacher.hidden must have one width for arch 'cnn', got {cfg.hidden}")
-    return CNNTeacher(hidden=cfg.hidden[0], num_classes=num_classes, dropout=cfg.dropout)
+    return CNNTeacher(cfg.hidden[0], num_classes, dropout=cfg.dropout)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -105,14 +100,5 @@ def save_teacher(path: str | Path, model: nn.Module, cfg: TeacherParams, dataset
 
 def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a teacher from :func:`save_teacher`'s file; returns the model (eval mode) and the checkpoint."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"teacher checkpoint {path} not found: run the teacher stage first.")
-    ckpt = load_checkpoint(path, "teacher")
-    try:
-        model = build_teacher(TeacherParams(**ckpt["config"]), ckpt["num_classes"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: its weights do not fit the teacher its config describes "
-                              f"({str(err).splitlines()[0]}). Rerun the teacher stage.") from None
-    return model.eval(), ckpt
+    return load_model(path, "teacher", lambda ckpt: build_teacher(TeacherParams(**ckpt["config"]),
+                                                                  ckpt["num_classes"]))

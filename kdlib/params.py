@@ -15,15 +15,20 @@ the training split. Epoch counts are bounded by :data:`MAX_EPOCHS`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
-DATASETS = ("mnist", "fashion-mnist", "mnist-5k")  # the names kdlib.data knows (a test keeps them in step)
+# The study's fast twin: every key of params.yaml at values that run in seconds on the offline 5,000 digits.
+# The notebooks' parameter cells and the tests read it; nothing else holds experiment values.
+QUICK_FILE = PARAMS_FILE.with_name("params.quick.yaml")
+Dataset = Literal["mnist", "fashion-mnist", "mnist-5k"]  # the names kdlib.data knows (a test keeps them in step)
+DATASETS: tuple[str, ...] = get_args(Dataset)
 # Training images of each dataset before the validation split, and the default validation size
 # (kdlib.data reads these; a test checks them against the loaded data).
+PIXELS = 28 * 28  # every dataset's images are 28 × 28 and grey: the input width of every dense network
 TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "mnist-5k": 4_000}
 DEFAULT_VAL_SIZE = {"mnist": 5_000, "fashion-mnist": 5_000, "mnist-5k": 500}
 # The most epochs any training may ask for. The fastest epoch of the study (the MNIST teacher's, about
@@ -43,15 +48,15 @@ class _Section(BaseModel):
 class DataParams(_Section):
     """Which datasets the study runs on, and how the validation set is carved."""
 
-    datasets: list[Literal["mnist", "fashion-mnist", "mnist-5k"]] = Field(min_length=1)
-    val_size: int | None = Field(default=None, ge=1)
-    split_seed: int = Field(default=0, ge=0)
+    datasets: list[Dataset] = Field(min_length=1)
+    val_size: int | None = Field(ge=1)
+    split_seed: int = Field(ge=0)
 
 
 class _PerDataset(_Section):
     """A section whose values can differ by dataset: ``per_dataset: {fashion-mnist: {epochs: 15}}``."""
 
-    per_dataset: dict[Literal["mnist", "fashion-mnist", "mnist-5k"], dict[str, Any]] = {}
+    per_dataset: dict[Dataset, dict[str, Any]] = {}
 
     def for_dataset(self, dataset: str) -> Any:
         """This section with ``dataset``'s overrides applied (and validated)."""
@@ -62,32 +67,32 @@ class _PerDataset(_Section):
 class TeacherParams(_PerDataset):
     """The ANN teacher and how it is trained."""
 
-    arch: Literal["mlp", "cnn"] = "mlp"
-    hidden: list[int] = Field(default=[1200, 1200], min_length=1)
-    dropout: float = Field(default=0.2, ge=0.0, lt=1.0)
-    epochs: int = Field(default=10, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    max_shift: int = Field(default=0, ge=0, le=4)
-    seed: int = Field(default=0, ge=0)
+    arch: Literal["mlp", "cnn"]
+    hidden: list[int] = Field(min_length=1)
+    dropout: float = Field(ge=0.0, lt=1.0)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    max_shift: int = Field(ge=0, le=4)
+    seed: int = Field(ge=0)
 
 
 class StudentParams(_PerDataset):
     """The spiking student shared by every variant (a variant may override any of these)."""
 
-    arch: Literal["mlp", "cnn"] = "mlp"
-    hidden: list[int] = Field(default=[400, 400], min_length=1)
-    neuron: Literal["lif", "ste-continuous", "ste-discontinuous"] = "lif"
-    encoding: Literal["direct", "rate"] = "direct"
-    steps: int = Field(default=8, ge=1, le=1024)
-    tau_mem: float = Field(default=2.0, ge=1.0)
-    v_th: float = Field(default=1.0, gt=0.0)
-    epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0.0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    max_shift: int = Field(default=0, ge=0, le=4)
+    arch: Literal["mlp", "cnn"]
+    hidden: list[int] = Field(min_length=1)
+    neuron: Literal["lif", "ste-continuous", "ste-discontinuous"]
+    encoding: Literal["direct", "rate"]
+    steps: int = Field(ge=1, le=1024)
+    tau_mem: float = Field(ge=1.0)
+    v_th: float = Field(gt=0.0)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(ge=0.0)
+    max_shift: int = Field(ge=0, le=4)
 
 
 class _Variant(_Section):
@@ -146,14 +151,12 @@ class DistillParams(_Section):
 class SpikesParams(_Section):
     """The spike analysis: time steps, the conversion baseline, early exit and noise."""
 
-    max_steps: int = Field(default=16, ge=1, le=1024)
-    conversion_steps: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default=[1, 2, 4, 8, 16, 32, 64, 128, 256], min_length=1)
-    percentile: float = Field(default=99.9, gt=0.0, le=100.0)
-    calibration_images: int = Field(default=5000, ge=1)
-    exit_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
-        default=[0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999], min_length=1)
-    noise_seed: int = Field(default=0, ge=0)
+    max_steps: int = Field(ge=1, le=1024)
+    conversion_steps: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1)
+    percentile: float = Field(gt=0.0, le=100.0)
+    calibration_images: int = Field(ge=1)
+    exit_thresholds: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(min_length=1)
+    noise_seed: int = Field(ge=0)
 
 
 class LoihiParams(_Section):
@@ -163,26 +166,26 @@ class LoihiParams(_Section):
     ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
     """
 
-    datasets: list[Literal["mnist", "fashion-mnist", "mnist-5k"]] = Field(default=["mnist"], min_length=1)
-    variant: str = "hetero_kd"  # the entry of ``variants`` whose objective trains the student
-    hidden: list[int] = Field(default=[400, 400], min_length=1)
-    steps: int = Field(default=16, ge=1, le=256)  # time steps per image, on the chip as in training
-    encoding: Literal["rate"] = "rate"  # Loihi takes binary spikes, so the image is rate-coded
-    threshold: float = Field(default=1.25, gt=0.0, le=1000.0)  # SLAYER units: Loihi's vThMant / 64
-    current_decay: float = Field(default=1.0, ge=0.0, le=1.0)  # fraction lost per step: Loihi's iDecay / 4096
-    voltage_decay: float = Field(default=0.1, ge=0.0, le=1.0)  # fraction lost per step: Loihi's vDecay / 4096
+    datasets: list[Dataset] = Field(min_length=1)
+    variant: str  # the entry of ``variants`` whose objective trains the student
+    hidden: list[int] = Field(min_length=1)
+    steps: int = Field(ge=1, le=256)  # time steps per image, on the chip as in training
+    encoding: Literal["rate"] = "rate"  # not a choice: Loihi takes binary spikes, so the image is rate-coded
+    threshold: float = Field(gt=0.0, le=1000.0)  # SLAYER units: Loihi's vThMant / 64
+    current_decay: float = Field(ge=0.0, le=1.0)  # fraction lost per step: Loihi's iDecay / 4096
+    voltage_decay: float = Field(ge=0.0, le=1.0)  # fraction lost per step: Loihi's vDecay / 4096
     # SLAYER's surrogate spike gradient, scale_grad / 2ρ · exp(-|v - threshold| / ρ) with ρ = tau_grad · threshold
     # (training only: SLAYER's defaults of 1 and 1 are too flat here and left the MNIST student near 93 %)
-    tau_grad: float = Field(default=0.03, gt=0.0)
-    scale_grad: float = Field(default=3.0, gt=0.0)
-    logit_scale: float = Field(default=0.5, gt=0.0)  # logits = logit_scale × output spike counts
-    epochs: int = Field(default=8, ge=1, le=MAX_EPOCHS)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-2, gt=0.0)  # high: an update must cross an 8-bit step to change the network
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    max_shift: int = Field(default=1, ge=0, le=4)
-    seed: int = Field(default=0, ge=0)
-    chunk_size: int = Field(default=500, ge=1)  # test images per Lava run (bounds its memory)
+    tau_grad: float = Field(gt=0.0)
+    scale_grad: float = Field(gt=0.0)
+    logit_scale: float = Field(gt=0.0)  # logits = logit_scale × output spike counts
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0.0)  # high: an update must cross an 8-bit step to change the network
+    weight_decay: float = Field(ge=0.0)
+    max_shift: int = Field(ge=0, le=4)
+    seed: int = Field(ge=0)
+    chunk_size: int = Field(ge=1)  # test images per Lava run (bounds its memory)
 
 
 class Params(_Section):
@@ -193,8 +196,8 @@ class Params(_Section):
     student: StudentParams
     variants: dict[str, Variant]
     distill: DistillParams
-    spikes: SpikesParams = SpikesParams()
-    loihi: LoihiParams = LoihiParams()
+    spikes: SpikesParams
+    loihi: LoihiParams
 
 
 def student_for(student: StudentParams, variants: dict[str, Any], name: str, dataset: str,
@@ -307,6 +310,17 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     _check_references(params, path.name)
     _check_sizes(params, path.name)
     return params
+
+
+def quick() -> Params:
+    """The study's fast twin, ``params.quick.yaml``: what a notebook opened by hand and the tests run."""
+    return load(QUICK_FILE)
+
+
+def quick_section(name: str, **overrides: Any) -> Any:
+    """One section of :func:`quick` with ``overrides`` applied and validated (a test's small variation)."""
+    section = getattr(quick(), name)
+    return validate(type(section), section.model_dump() | overrides, prefix=name, source=QUICK_FILE.name)
 
 
 def notebook_section(model: type[_Section], values: Any, name: str, dataset: str | None = None) -> Any:

@@ -82,16 +82,20 @@ def tidy(notebook: Path) -> None:
     nbformat.write(nb, notebook)
 
 
-def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None) -> Path:
-    """Execute ``stage`` for ``dataset`` (and, for students, ``variant``); return the executed notebook."""
+def stage_parameters(stage: str, dataset: str | None, params: P.Params, *, params_file: Path, root: Path,
+                     variant: str | None = None) -> tuple[Path, dict]:
+    """The output folder of one run of ``stage`` and the parameters its notebook receives: the stage contract.
+
+    ``params`` is the validated ``params_file``; ``root`` is the workbook folder whose ``results/`` the run
+    reads and writes.
+    """
     if stage not in STAGES:
         raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
-    params = P.load(params_file)
     spec = STAGES[stage]
     if not spec.per_dataset:
         out_dir = results_dir(stage, [], root)
-        parameters = {"results_root": str(root / "results"), "params_file": str(params_file), "out_dir": str(out_dir)}
-        return _execute(spec, parameters, out_dir, root)
+        return out_dir, {"results_root": str(root / "results"), "params_file": str(params_file),
+                         "out_dir": str(out_dir)}
     if dataset not in params.data.datasets:
         raise P.ParamsError(
             f"dataset = {dataset!r}: not in data.datasets of {params_file.name} ({', '.join(params.data.datasets)})"
@@ -100,13 +104,13 @@ def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, varia
     out_dir = results_dir(stage, key, root)
     parameters = {"dataset": dataset, "out_dir": str(out_dir)}
     parameters |= {name: getattr(params, name).model_dump() for name in spec.sections}
+    teacher_dir = str(results_dir("teacher", [dataset], root))
     if stage == "distill":
         if variant not in params.variants:
             raise P.ParamsError(f"variant = {variant!r}: not defined under variants "
                                 f"(defined: {', '.join(params.variants)})")
         parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(),
-                       "seeds": params.distill.seeds,
-                       "teacher_dir": str(results_dir("teacher", [dataset], root))}
+                       "seeds": params.distill.seeds, "teacher_dir": teacher_dir}
     if stage == "loihi":
         if dataset not in params.loihi.datasets:
             raise P.ParamsError(f"dataset = {dataset!r}: not in loihi.datasets of {params_file.name} "
@@ -114,11 +118,45 @@ def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, varia
         name = params.loihi.variant
         nir_student = student_path(root, dataset, name, params.distill.seeds[0])
         parameters |= {"variant_name": name, "variant": params.variants[name].model_dump(),
-                       "teacher_dir": str(results_dir("teacher", [dataset], root)), "nir_student": str(nir_student)}
+                       "teacher_dir": teacher_dir, "nir_student": str(nir_student)}
     if stage == "spikes":
-        parameters |= {"teacher_dir": str(results_dir("teacher", [dataset], root)),
-                       "students_dir": str(results_dir("distill", [dataset], root))}
-    return _execute(spec, parameters, out_dir, root)
+        parameters |= {"teacher_dir": teacher_dir, "students_dir": str(results_dir("distill", [dataset], root))}
+    return out_dir, parameters
+
+
+QUICK_ROOT = P.PARAMS_FILE.parent / "quick"  # the quick runs' own workbook folder (git- and DVC-ignored)
+
+
+def quick_parameters(stage: str) -> dict:
+    """What a stage notebook run by hand uses: the parameters of ``params.quick.yaml``'s first dataset (and,
+    for ``distill``, its last variant), reading and writing under ``quick/results/``.
+
+    Every notebook's ``parameters`` cell calls this; the pipeline's injected values then replace them all.
+    A loihi run finds the quick distillation's student if that has run, else builds a fresh one. The
+    report is the exception: run by hand it reads the study's own results and ``params.yaml`` (what a
+    reader opening it wants to see) and writes its tables under ``quick/results/report/``.
+    """
+    if stage == "report":
+        return {"results_root": str(P.PARAMS_FILE.parent / "results"), "params_file": str(P.PARAMS_FILE),
+                "out_dir": str(results_dir("report", [], QUICK_ROOT))}
+    params = P.quick()
+    dataset = params.data.datasets[0]
+    variant = params.distill.variants[-1] if stage == "distill" else None
+    _, parameters = stage_parameters(stage, dataset, params, params_file=P.QUICK_FILE, root=QUICK_ROOT,
+                                     variant=variant)
+    if stage == "loihi" and not Path(parameters["nir_student"]).is_file():
+        parameters["nir_student"] = None
+    return parameters
+
+
+def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None) -> Path:
+    """Execute ``stage`` for ``dataset`` (and, for students, ``variant``); return the executed notebook."""
+    if stage not in STAGES:
+        raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
+    params = P.load(params_file)
+    out_dir, parameters = stage_parameters(stage, dataset, params, params_file=params_file, root=root,
+                                           variant=variant)
+    return _execute(STAGES[stage], parameters, out_dir, root)
 
 
 def _execute(spec: Stage, parameters: dict, out_dir: Path, root: Path) -> Path:

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
-# Anything that unpacks as (outputs (T, B, C), spikes [(T, B, *shape), ...]).
-SpikingResult = tuple[Tensor, Sequence[Tensor]]
+if TYPE_CHECKING:
+    from kdlib.students import SpikingOutput, Student
+
 
 
 # --------------------------------------------------------------------------- published per-operation costs
@@ -173,7 +174,7 @@ class SpikeCounter:
         self._per_image: list[Tensor] = []  # (B, layers) per chunk
 
     @classmethod
-    def for_model(cls, model: nn.Module, encoding: str = "direct", *, input_macs_per_step: int | None = None,
+    def for_model(cls, model: Student, encoding: str = "direct", *, input_macs_per_step: int | None = None,
                   names: Sequence[str] | None = None, check: bool = True) -> SpikeCounter:
         """A counter for a model with ``fan_outs()`` and ``input_fan_out()`` (the students, the converted MLP).
 
@@ -189,7 +190,7 @@ class SpikeCounter:
         return cls(model.fan_outs(), input_macs_per_step=input_macs_per_step, names=names, check=check)
 
     @torch.no_grad()
-    def update(self, out: SpikingResult, input_spikes: Tensor | None = None) -> None:
+    def update(self, out: SpikingOutput, input_spikes: Tensor | None = None) -> None:
         """Add one chunk: a model's ``(outputs, spikes)`` and, for spiking input, the input sequence."""
         outputs, spikes = out
         steps, batch = outputs.shape[:2]

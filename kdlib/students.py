@@ -29,7 +29,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -43,7 +43,8 @@ with warnings.catch_warnings():  # norse 1.1.0 scripts functions with the deprec
     )
 
 from kdlib import native
-from kdlib.io import CheckpointError, load_checkpoint, save_torch
+from kdlib.io import load_model, save_torch
+from kdlib.params import PIXELS, StudentParams
 
 Neuron = Literal["lif", "ste-continuous", "ste-discontinuous"]
 NEURONS: tuple[str, ...] = ("lif", "ste-continuous", "ste-discontinuous")
@@ -59,6 +60,31 @@ class SpikingOutput(NamedTuple):
     def logits(self) -> Tensor:
         """The rate-decoded output: mean of the outputs over time."""
         return self.outputs.mean(0)
+
+
+@runtime_checkable
+class Student(Protocol):
+    """What every spiking network of the workbook offers, whatever its architecture or neuron.
+
+    Called on an input sequence (T, B, *input_shape) it returns a :class:`SpikingOutput`; the three
+    counts are what spike and operation counting (:class:`kdlib.spikes.SpikeCounter`) read. Implemented by
+    :class:`SpikingMLP`, :class:`SpikingCNN`, the converted ANN (:class:`kdlib.conversion.ConvertedMLP`)
+    and the Loihi student (:class:`kdlib.loihi.LoihiMLP`).
+    """
+
+    def __call__(self, x_seq: Tensor) -> SpikingOutput: ...
+
+    def layer_widths(self) -> list[int]:
+        """Neurons per spiking layer."""
+        ...
+
+    def fan_outs(self) -> list[int]:
+        """Synapses driven by one spike of each spiking layer."""
+        ...
+
+    def input_fan_out(self) -> int:
+        """Synapses driven by one input element."""
+        ...
 
 
 class StraightThrough(torch.autograd.Function):
@@ -126,7 +152,7 @@ class _LIFSequence(torch.autograd.Function):
 class SpikingNeurons(nn.Module):
     """A population of spiking neurons driven by an input current sequence (T, B, *shape)."""
 
-    def __init__(self, neuron: Neuron = "lif", tau_mem: float = 2.0, v_th: float = 1.0, fused: bool = True) -> None:
+    def __init__(self, neuron: Neuron, *, tau_mem: float, v_th: float, fused: bool = True) -> None:
         super().__init__()
         self.fused = fused  # lif: the whole sequence in one autograd node (same numbers as norse's step)
         if neuron not in NEURONS:
@@ -194,12 +220,12 @@ class DenseLayers:
 class SpikingMLP(DenseLayers, nn.Module):
     """Fully connected spiking network: input → [Linear → spiking neurons] × L → Linear readout."""
 
-    def __init__(self, in_features: int = 784, hidden: Sequence[int] = (400, 400), num_classes: int = 10,
-                 neuron: Neuron = "lif", tau_mem: float = 2.0, v_th: float = 1.0) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *, neuron: Neuron, tau_mem: float,
+                 v_th: float) -> None:
         super().__init__()
         widths = (in_features, *hidden)
         self.synapses = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem, v_th) for _ in hidden)
+        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem=tau_mem, v_th=v_th) for _ in hidden)
         self.head = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x_seq: Tensor) -> SpikingOutput:
@@ -214,9 +240,8 @@ class SpikingCNN(nn.Module):
     """Convolutional spiking network: two 3×3 conv blocks (conv → neurons → 2×2 average pooling),
     one dense spiking layer and a linear readout."""
 
-    def __init__(self, in_channels: int = 1, channels: tuple[int, int] = (16, 32), hidden: int = 256,
-                 num_classes: int = 10, neuron: Neuron = "lif", tau_mem: float = 2.0, v_th: float = 1.0,
-                 image_size: int = 28) -> None:
+    def __init__(self, hidden: int, num_classes: int, *, neuron: Neuron, tau_mem: float, v_th: float,
+                 in_channels: int = 1, channels: tuple[int, int] = (16, 32), image_size: int = 28) -> None:
         super().__init__()
         c1, c2 = channels
         self.synapses = nn.ModuleList([
@@ -224,7 +249,7 @@ class SpikingCNN(nn.Module):
             nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c1, c2, 3, padding=1)),
             nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(c2 * (image_size // 4) ** 2, hidden)),
         ])
-        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem, v_th) for _ in range(3))
+        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem=tau_mem, v_th=v_th) for _ in range(3))
         self.head = nn.Linear(hidden, num_classes)
         self._shapes = [(c1, image_size, image_size), (c2, image_size // 2, image_size // 2), (hidden,)]
 
@@ -247,18 +272,18 @@ class SpikingCNN(nn.Module):
         return 9 * self.synapses[0].out_channels
 
 
-def build_student(cfg: Any, num_classes: int = 10, seed: int = 0) -> nn.Module:
+def build_student(cfg: StudentParams, num_classes: int = 10, seed: int = 0) -> nn.Module:
     """The student described by ``cfg`` (:class:`kdlib.params.StudentParams`), initialised from ``seed``."""
     torch.manual_seed(seed)
     neuron = {"neuron": cfg.neuron, "tau_mem": cfg.tau_mem, "v_th": cfg.v_th}
     if cfg.arch == "mlp":
-        return SpikingMLP(hidden=tuple(cfg.hidden), num_classes=num_classes, **neuron)
+        return SpikingMLP(PIXELS, tuple(cfg.hidden), num_classes, **neuron)
     if len(cfg.hidden) != 1:
         raise ValueError(f"student.hidden must have one width for arch 'cnn', got {cfg.hidden}")
-    return SpikingCNN(hidden=cfg.hidden[0], num_classes=num_classes, **neuron)
+    return SpikingCNN(cfg.hidden[0], num_classes, **neuron)
 
 
-def save_student(path: str | Path, student: nn.Module, cfg: Any, variant: Any, dataset: str, num_classes: int,
+def save_student(path: str | Path, student: Student, cfg: Any, variant: Any, dataset: str, num_classes: int,
                  metrics: dict[str, Any], finetuned_teacher: nn.Module | None = None) -> None:
     """Write a student checkpoint (weights, its student and variant parameters, metrics), atomically.
 
@@ -274,16 +299,5 @@ def save_student(path: str | Path, student: nn.Module, cfg: Any, variant: Any, d
 
 def load_student(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a student from :func:`save_student`'s file; returns the model (eval mode) and the checkpoint."""
-    from kdlib.params import StudentParams
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"student checkpoint {path} not found: run the distillation stage first.")
-    ckpt = load_checkpoint(path, "student")
-    try:
-        model = build_student(StudentParams(**ckpt["config"]), ckpt["num_classes"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (ValueError, TypeError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: its weights do not fit the student its config describes "
-                              f"({str(err).splitlines()[0]}). Rerun the distillation stage.") from None
-    return model.eval(), ckpt
+    return load_model(path, "student", lambda ckpt: build_student(StudentParams(**ckpt["config"]),
+                                                                  ckpt["num_classes"]))

@@ -30,10 +30,10 @@ from tqdm import tqdm
 
 from kdlib.data import Batch, Dataset, Encoding, Split, batches, encode, load_dataset, random_shift
 from kdlib.io import load_torch, save_torch
-from kdlib.losses import Objective, TeacherTargets, build_objective
-from kdlib.models import load_teacher
+from kdlib.losses import Objective, build_objective
+from kdlib.models import ModelOutput, load_teacher
 from kdlib.spikes import SpikeCounter
-from kdlib.students import SpikingOutput, build_student, save_student
+from kdlib.students import SpikingOutput, Student, build_student, save_student
 
 LossFn = Callable[[Batch], tuple[Tensor, Tensor]]
 PredictFn = Callable[[Tensor], Tensor]
@@ -205,7 +205,7 @@ def train_teacher(model: nn.Module, data: Dataset, cfg: Any, device: torch.devic
 
 @torch.no_grad()
 def teacher_targets(teacher: nn.Module, split: Split, layers: Sequence[int], batch_size: int = 1000,
-                    device: torch.device | None = None) -> TeacherTargets:
+                    device: torch.device | None = None) -> ModelOutput:
     """The frozen teacher's logits and the listed hidden layers' activations for a whole split, computed
     once (in bounded chunks) and kept on the CPU; other layers are left empty."""
     device = device or default_device()
@@ -218,16 +218,16 @@ def teacher_targets(teacher: nn.Module, split: Split, layers: Sequence[int], bat
             feats[layer].append(out.features[layer].cpu())
     n_layers = max(layers, default=-1) + 1
     features = [torch.cat(feats[i]) if i in feats else torch.empty(0) for i in range(n_layers)]
-    return TeacherTargets(torch.cat(logits), features)
+    return ModelOutput(torch.cat(logits), features)
 
 
-def run_student(student: nn.Module, x: Tensor, steps: int, encoding: Encoding,
+def run_student(student: Student, x: Tensor, steps: int, encoding: Encoding,
                 generator: torch.Generator | None = None) -> SpikingOutput:
     """Encode a batch of images into ``steps`` time steps and run the student on it."""
     return student(encode(x, steps, encoding, generator))
 
 
-def distill(student: nn.Module, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
+def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
             teacher: nn.Module | None = None, teacher_lr: float | None = None,
             device: torch.device | None = None, resume_path: str | Path | None = None) -> FitResult:
     """Train a spiking student with a variant's objective (``cfg``: :class:`kdlib.params.StudentParams`).
@@ -260,11 +260,11 @@ def distill(student: nn.Module, objective: Objective, data: Dataset, cfg: Any, *
         if live_teacher:
             with torch.set_grad_enabled(objective.trains_teacher):
                 t_out = teacher(batch.x)
-            targets = TeacherTargets(t_out.logits, t_out.features)
+            targets = t_out
         elif cached is not None:
             idx = batch.index
-            targets = TeacherTargets(cached.logits[idx].to(device),
-                                     [f[idx].to(device) if f.numel() else f for f in cached.features])
+            targets = ModelOutput(cached.logits[idx].to(device),
+                                  [f[idx].to(device) if f.numel() else f for f in cached.features])
         loss, _ = objective(out, batch.y, targets)
         return loss, out.logits
 
@@ -289,7 +289,7 @@ class StudentEvaluation:
 
 
 @torch.no_grad()
-def evaluate_student(student: nn.Module, split: Split, cfg: Any, *, seed: int = 0, batch_size: int = 1000,
+def evaluate_student(student: Student, split: Split, cfg: Any, *, seed: int = 0, batch_size: int = 1000,
                      device: torch.device | None = None) -> StudentEvaluation:
     """Run a student over a split in chunks; count spikes by layer and synaptic operations
     (:class:`kdlib.spikes.SpikeCounter`: spikes × fan-out, plus input spikes × the first layer's fan-out

@@ -38,18 +38,8 @@ def idx_root() -> Path:
     return root
 
 
-TINY = {
-    "data": {"datasets": ["mnist-5k"], "val_size": 500, "split_seed": 0},
-    "teacher": {"arch": "mlp", "hidden": [32, 32], "dropout": 0.1, "epochs": 1, "batch_size": 100, "lr": 3.0e-3,
-                "weight_decay": 0.0, "max_shift": 0, "seed": 0},
-    "student": {"hidden": [24, 24], "steps": 3, "epochs": 1, "batch_size": 100, "lr": 3.0e-3},
-    "variants": {"scratch": {"loss": "ce"},
-                 "kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0}},
-    "distill": {"variants": ["scratch", "kd"], "seeds": [0]},
-    "spikes": {"max_steps": 4, "conversion_steps": [1, 4, 16], "calibration_images": 500,
-               "exit_thresholds": [0.5, 0.9]},
-    "loihi": {"datasets": ["mnist-5k"], "variant": "kd", "hidden": [16], "steps": 4, "epochs": 1, "batch_size": 100},
-}
+# the tiny parameters of every test that runs stages: the study's fast twin, params.quick.yaml
+TINY = yaml.safe_load((ROOT / "params.quick.yaml").read_text())
 
 
 def venv_env() -> dict[str, str]:
@@ -71,7 +61,7 @@ def workbook(tmp_path: Path) -> Path:
     """A copy of the workbook (code, notebooks, pipeline) with tiny parameters, under its own DVC repo."""
     work = tmp_path / "workbook"
     work.mkdir()
-    for name in ("dvc.yaml", ".dvcignore"):
+    for name in ("dvc.yaml", ".dvcignore", "params.quick.yaml"):
         shutil.copy(ROOT / name, work / name)
     for name in ("kdlib", "notebooks"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))

@@ -10,21 +10,26 @@ import pytest
 import torch
 
 from kdlib import loihi
+from kdlib import params as P
 from kdlib.data import Dataset, Split
 from kdlib.losses import build_objective
 from kdlib.models import build_teacher
-from kdlib.params import KDVariant, LoihiParams, TeacherParams
+from kdlib.params import KDVariant
 from kdlib.spikes import loihi_estimate
 from kdlib.students import SpikingMLP
 from kdlib.train import distill, train_teacher
 
 pytest.importorskip("lava.lib.dl.slayer")
 
+# a CUBA neuron for hand-built test networks (SLAYER's own surrogate-gradient defaults)
+CUBA = {"threshold": 1.25, "current_decay": 1.0, "voltage_decay": 0.1, "tau_grad": 1.0, "scale_grad": 1.0,
+        "logit_scale": 0.5}
+
 
 def _tiny_student(hidden: tuple[int, ...] = (8, 6)) -> loihi.LoihiMLP:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = loihi.LoihiMLP(in_features=16, hidden=hidden, num_classes=4)
+        net = loihi.LoihiMLP(16, hidden, 4, **CUBA)
         with torch.no_grad():
             for block in net.blocks:
                 block.synapse.weight.mul_(4.0)  # enough drive for every layer to spike
@@ -68,7 +73,7 @@ def test_spike_chunks_are_reproducible() -> None:
 
 def test_operation_counts_and_loihi_energy_by_hand() -> None:
     net = _tiny_student()  # 16 -> 8 -> 6 -> 4
-    counts = loihi.SpikeCounts(outputs=np.array([[3, 1, 3, 0], [0, 2, 1, 0]]), layers=np.array([[10, 5, 7], [4, 2, 3]]),
+    counts = loihi.ImageSpikes(outputs=np.array([[3, 1, 3, 0], [0, 2, 1, 0]]), layers=np.array([[10, 5, 7], [4, 2, 3]]),
                                inputs=np.array([20, 30]))
     synops = counts.synops(net)
     assert synops.tolist() == [20 * 8 + 10 * 6 + 5 * 4 + 7 * 0, 30 * 8 + 4 * 6 + 2 * 4 + 3 * 0]
@@ -87,7 +92,7 @@ def test_operation_counts_and_loihi_energy_by_hand() -> None:
 
 def test_nir_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    student = SpikingMLP(hidden=(12, 10), tau_mem=3.0, v_th=0.8)
+    student = SpikingMLP(784, (12, 10), 10, neuron="lif", tau_mem=3.0, v_th=0.8)
     graph = loihi.export_nir(student, tmp_path / "student.nir")
     back = loihi.read_nir(tmp_path / "student.nir")
 
@@ -99,7 +104,8 @@ def test_nir_round_trip(tmp_path: Path) -> None:
     x_seq = torch.bernoulli(torch.full((6, 3, 1, 28, 28), 0.3))
     torch.testing.assert_close(loihi.replay_nir(back, x_seq), student(x_seq).outputs.detach())
     with pytest.raises(ValueError, match="lif"):
-        loihi.export_nir(SpikingMLP(hidden=(4,), neuron="ste-continuous"), tmp_path / "ste.nir")
+        ste = SpikingMLP(784, (4,), 10, neuron="ste-continuous", tau_mem=2.0, v_th=1.0)
+        loihi.export_nir(ste, tmp_path / "ste.nir")
 
 
 def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset) -> None:
@@ -108,10 +114,10 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
 
     data = Dataset("mnist-5k", mnist5k.classes, head(mnist5k.train, 400), head(mnist5k.val, 100),
                    head(mnist5k.test, 100))
-    teacher_cfg = TeacherParams(hidden=[32], epochs=1, batch_size=50, lr=3e-3)
+    teacher_cfg = P.quick_section("teacher", hidden=[32], epochs=1, batch_size=50, lr=3e-3)
     teacher = build_teacher(teacher_cfg)
     train_teacher(teacher, data, teacher_cfg, device=torch.device("cpu"))
-    cfg = LoihiParams(hidden=[32], steps=4, epochs=3, batch_size=50)
+    cfg = P.quick_section("loihi", hidden=[32], steps=4, epochs=3, batch_size=50, max_shift=1)
     net = loihi.build_loihi_student(cfg, seed=cfg.seed)
     variant = KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=1.0)
     objective = build_objective(variant, cfg.steps, net.hidden_widths(), teacher.hidden_widths())
@@ -125,7 +131,7 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
 
 def test_an_untrained_student_exports_and_runs_in_lava(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = loihi.LoihiMLP(in_features=16, hidden=(8,), num_classes=4)  # never run forward before the export
+    net = loihi.LoihiMLP(16, (8,), 4, **CUBA)  # never run forward before the export
     path = net.export_hdf5(tmp_path / "fresh.net")
     chunks = [(torch.rand(3, 5, 16) < 0.5).float()]
     assert np.array_equal(loihi.run_lava(path, chunks).counts.outputs, loihi.run_torch(net, chunks).outputs)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from kdlib import losses as L
+from kdlib.models import ModelOutput
 from kdlib.params import BidirectionalVariant, FeatureKDVariant, KDVariant
 from kdlib.students import SpikingOutput
 
@@ -49,7 +50,7 @@ def _out(steps: int = 4, widths: tuple[int, ...] = (5, 7)) -> SpikingOutput:
 
 
 def test_hetero_with_equal_temperatures_is_kd_and_alpha_mixes_ce() -> None:
-    out, targets = _out(), L.TeacherTargets(Z_T, [])
+    out, targets = _out(), ModelOutput(Z_T, [])
     kd = L.Distillation(alpha=0.7, tau_teacher=2.0, tau_student=2.0)(out, Y, targets)[0]
     expected = 0.3 * F.cross_entropy(out.logits, Y) + 0.7 * L.kd_loss(out.logits, Z_T, 2.0, 2.0)
     assert kd.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -76,11 +77,11 @@ def test_attention_distillation_term() -> None:
     out = _out(widths=(4, 4))
     feats = [torch.rand(6, 8), torch.rand(6, 8)]
     obj = L.AttentionDistillation(alpha=0.5, tau_teacher=2.0, tau_student=2.0, beta=3.0, layers=[1])
-    loss, parts = obj(out, Y, L.TeacherTargets(Z_T, feats))
+    loss, parts = obj(out, Y, ModelOutput(Z_T, feats))
     a_s = L.attention_map(out.spikes[1].mean(0))
     a_t = L.attention_map(feats[1], 4)
     assert parts["feature"].item() == pytest.approx((a_s - a_t).norm(dim=1).mean().item(), rel=1e-6)
-    kd_part = L.Distillation(0.5, 2.0, 2.0)(out, Y, L.TeacherTargets(Z_T, feats))[0]
+    kd_part = L.Distillation(0.5, 2.0, 2.0)(out, Y, ModelOutput(Z_T, feats))[0]
     assert loss.item() == pytest.approx(kd_part.item() + 3.0 * parts["feature"].item(), rel=1e-6)
 
 
@@ -92,7 +93,7 @@ def test_decoder_and_regressor_map_spikes_to_teacher_widths() -> None:
     assert [tuple(d(s).shape) for d, s in zip(dec.decoders, out.spikes, strict=True)] == [(6, 12), (6, 9)]
     # D(s) = W·(Σ_t w_t s_t) + b with w_t = 1/T at initialisation: the firing rate through a linear layer
     assert torch.allclose(dec.decoders[0](out.spikes[0]), dec.decoders[0].linear(out.spikes[0].mean(0)), atol=1e-6)
-    _, parts = dec(out, Y, L.TeacherTargets(Z_T, feats))
+    _, parts = dec(out, Y, ModelOutput(Z_T, feats))
     expected = sum(F.mse_loss(d(s), f) for d, s, f in zip(dec.decoders, out.spikes, feats, strict=True))
     assert parts["feature"].item() == pytest.approx(expected.item(), rel=1e-6)
 
@@ -110,7 +111,7 @@ def test_bidirectional_trains_the_teacher_only_through_its_own_terms() -> None:
     assert obj.trains_teacher
     z_t = Z_T.clone().requires_grad_()
     feat = torch.rand(6, 12, requires_grad=True)
-    obj(out, Y, L.TeacherTargets(z_t, [feat]))[0].backward()
+    obj(out, Y, ModelOutput(z_t, [feat]))[0].backward()
     # with γ = 0 the teacher's logits receive exactly the gradient of its own cross-entropy
     z_ref = Z_T.clone().requires_grad_()
     F.cross_entropy(z_ref, Y).backward()

@@ -67,10 +67,10 @@ def test_missing_section_and_unknown_section(tmp_path: Path) -> None:
     with pytest.raises(P.ParamsError) as err:
         P.load(path)
     assert str(err.value).splitlines() == [
-        "params.yaml: teacher = (missing): Field required",
-        "params.yaml: student = (missing): Field required",
-        "params.yaml: variants = (missing): Field required",
-        "params.yaml: distill = (missing): Field required",
+        "params.yaml: data.val_size = (missing): Field required",
+        "params.yaml: data.split_seed = (missing): Field required",
+        *(f"params.yaml: {name} = (missing): Field required"
+          for name in ("teacher", "student", "variants", "distill", "spikes", "loihi")),
         "params.yaml: teachr = {}: Extra inputs are not permitted",
     ]
 
@@ -84,7 +84,8 @@ def test_per_dataset_overrides(tmp_path: Path) -> None:
     assert str(err.value) == "params.yaml: teacher.per_dataset.mnist.epochs = '3': Input should be a valid integer"
     with pytest.raises(P.ParamsError, match=r"teacher.per_dataset.cifar.\[key\] = 'cifar': Input should be 'mnist', "):
         P.load(_write(tmp_path, {"teacher.per_dataset": {"cifar": {}}}))
-    cfg = P.notebook_section(P.TeacherParams, {"per_dataset": {"mnist-5k": {"seed": 4}}}, "teacher", "mnist-5k")
+    teacher = P.quick().teacher.model_dump() | {"per_dataset": {"mnist-5k": {"seed": 4}}}
+    cfg = P.notebook_section(P.TeacherParams, teacher, "teacher", "mnist-5k")
     assert cfg.seed == 4
 
 
@@ -123,7 +124,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 
 def test_notebook_parameters_use_the_same_rules() -> None:
     with pytest.raises(P.ParamsError) as err:
-        P.notebook_section(P.TeacherParams, {"epochs": 2.5}, "teacher")
+        P.notebook_section(P.TeacherParams, P.quick().teacher.model_dump() | {"epochs": 2.5}, "teacher")
     assert str(err.value) == "notebook parameters: teacher.epochs = 2.5: Input should be a valid integer"
     with pytest.raises(P.ParamsError, match=r"dataset = 'svhn': unknown dataset; choose one of mnist, "):
         P.dataset_name("svhn")
@@ -146,3 +147,23 @@ def test_bad_loihi_values_are_named(tmp_path: Path, edit: dict, message: str) ->
     with pytest.raises(P.ParamsError) as err:
         P.load(_write(tmp_path, edit))
     assert str(err.value) == message
+
+
+def _keys(tree: object, prefix: str = "") -> set[str]:
+    if not isinstance(tree, dict):
+        return {prefix}
+    return {key for name, value in tree.items() for key in _keys(value, f"{prefix}.{name}" if prefix else name)}
+
+
+def test_the_study_and_its_fast_twin_set_the_same_keys_and_the_schema_sets_none() -> None:
+    """One home for every value: params.yaml (the study) and params.quick.yaml (notebooks run by hand, tests)
+    write every key of the schema, and the schema holds no experiment values of its own."""
+    study, quick = (yaml.safe_load(path.read_text()) for path in (P.PARAMS_FILE, P.QUICK_FILE))
+    sections = ("data", "teacher", "student", "spikes", "loihi")
+    for name in sections:
+        study_keys = _keys(study[name]) - {k for k in _keys(study[name]) if k.startswith("per_dataset")}
+        assert study_keys == _keys(quick[name]), f"{name}: params.yaml and params.quick.yaml set other keys"
+    for model in (P.DataParams, P.TeacherParams, P.StudentParams, P.SpikesParams, P.LoihiParams):
+        defaulted = {name for name, field in model.model_fields.items() if not field.is_required()}
+        assert defaulted <= {"per_dataset", "encoding"}, f"{model.__name__} has defaults for {defaulted}"
+    P.quick()  # and the fast twin is valid

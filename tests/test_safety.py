@@ -253,12 +253,12 @@ def test_a_failed_write_keeps_the_previous_output(tmp_path: Path) -> None:
         from kdlib.io import WriteError, write_json
         from kdlib.models import build_teacher, save_teacher
         out = Path({str(tmp_path)!r})
-        cfg = P.validate(P.TeacherParams, {{"hidden": [8]}})
+        cfg = P.quick_section("teacher", hidden=[8])
         save_teacher(out / "teacher.pt", build_teacher(cfg), cfg, "mnist-5k", 10, {{"test_accuracy": 0.25}})
         write_json(out / "metrics.json", {{"test_accuracy": 0.25}})
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing the process
         resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
-        big = P.validate(P.TeacherParams, {{"hidden": [512]}})
+        big = P.quick_section("teacher", hidden=[512])
         for write in (lambda: save_teacher(out / "teacher.pt", build_teacher(big), big, "mnist-5k", 10, {{}}),
                       lambda: write_json(out / "metrics.json", {{"history": list(range(100000))}})):
             try:
@@ -329,9 +329,9 @@ LAVA_DL_NETS = Path(h5py.__file__).parent.parent / "tests" / "lava" / "lib" / "d
 
 
 def _netx_copy(tmp_path: Path, edit) -> Path:
-    from kdlib.loihi import LoihiMLP
+    from kdlib.loihi import build_loihi_student
 
-    path = LoihiMLP(hidden=(8,), num_classes=3).export_hdf5(tmp_path / "net.net")
+    path = build_loihi_student(P.quick_section("loihi", hidden=[8]), num_classes=3).export_hdf5(tmp_path / "net.net")
     with h5py.File(path, "r+") as handle:
         edit(handle["layer"])
     return path

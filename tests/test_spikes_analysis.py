@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from kdlib import params as P
 from kdlib import train
 from kdlib.analysis import (
     CORRUPTIONS,
@@ -123,7 +124,7 @@ def test_loihi_estimate_by_hand() -> None:
 
 def test_ann_macs_and_energy() -> None:
     # 784·1200 + 1200·1200 + 1200·10
-    assert linear_macs(MLPTeacher()) == 2_392_800
+    assert linear_macs(MLPTeacher(784, (1200, 1200), 10, dropout=0.2)) == 2_392_800
     assert ann_energy_nj(2_392_800) == pytest.approx(2_392_800 * 4.6e-3)
     assert snn_energy_nj(1000, 10) == pytest.approx((1000 * HOROWITZ_2014.add_pj + 10 * HOROWITZ_2014.mac_pj) / 1e3)
 
@@ -158,7 +159,7 @@ def test_integrate_and_fire_resets_by_subtraction() -> None:
 def small_teacher(mnist5k: Dataset) -> tuple[MLPTeacher, float]:
     """A 784-64-10 teacher trained for 2 epochs on the real mnist-5k digits, and its test accuracy."""
     torch.manual_seed(0)
-    model = MLPTeacher(hidden=(64,), dropout=0.0)
+    model = MLPTeacher(784, (64,), 10, dropout=0.0)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
     for _ in range(2):
@@ -215,7 +216,7 @@ def test_accuracy_over_time_counts_chunks_consistently(small_teacher: tuple[MLPT
 
 def test_student_with_rate_coded_input(mnist5k: Dataset) -> None:
     torch.manual_seed(0)
-    student = SpikingMLP(hidden=(16, 8), v_th=0.2).eval()
+    student = SpikingMLP(784, (16, 8), 10, neuron="lif", tau_mem=2.0, v_th=0.2).eval()
     split = Split(mnist5k.test.x[:50], mnist5k.test.y[:50])
     table = accuracy_over_time(student, split, [1, 3], encoding="rate", chunk_size=50, seed=3)
     x_seq = encode(split.x, 3, "rate", torch.Generator().manual_seed(3))
@@ -283,11 +284,10 @@ def test_pareto_front_by_hand() -> None:
 
 def test_count_operations_matches_the_students_own_evaluation(mnist5k: Dataset) -> None:
     from kdlib.analysis import count_operations
-    from kdlib.params import StudentParams
     from kdlib.students import build_student
     from kdlib.train import evaluate_student
 
-    cfg = StudentParams(hidden=[20, 10], steps=3, encoding="rate")
+    cfg = P.quick_section("student", hidden=[20, 10], steps=3, encoding="rate")
     net = build_student(cfg)
     counter = count_operations(net, mnist5k.test, 3, encoding="rate", chunk_size=300, seed=2)
     ev = evaluate_student(net, mnist5k.test, cfg, seed=2, batch_size=300, device=torch.device("cpu"))

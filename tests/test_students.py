@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from kdlib import native
+from kdlib import params as P
 from kdlib.data import Dataset, encode
-from kdlib.params import CEVariant, StudentParams
+from kdlib.params import CEVariant
 from kdlib.students import (
     SpikingCNN,
     SpikingNeurons,
@@ -74,7 +75,7 @@ def test_without_the_kernel_the_eager_loop_runs_with_a_warning(compiler: str, me
         with pytest.warns(RuntimeWarning, match=message):
             assert native.kernel() is None
         current = torch.tensor([[0.6], [0.6], [0.6], [1.5]])
-        assert SpikingNeurons("lif", tau_mem=2.0)(current).flatten().tolist() == [0, 0, 0, 1]
+        assert SpikingNeurons("lif", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
         assert list(tmp_path.rglob("*.so")) == []  # a failed build leaves nothing a later run would load
     finally:
         native.kernel.cache_clear()
@@ -115,18 +116,18 @@ def test_lif_surrogate_gradient_single_step() -> None:
 def test_neuron_models_by_hand() -> None:
     current = torch.tensor([[0.6], [0.6], [0.6], [1.5]])
     # ste-continuous: v = (1 − 1/τ)·v + I, reset by subtraction (τ = 2): 0.6, 0.9, 1.05→spike→0.05, 1.525→spike
-    assert SpikingNeurons("ste-continuous", tau_mem=2.0)(current).flatten().tolist() == [0, 0, 1, 1]
+    assert SpikingNeurons("ste-continuous", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 1, 1]
     # ste-discontinuous: each step on its own
-    assert SpikingNeurons("ste-discontinuous")(current).flatten().tolist() == [0, 0, 0, 1]
+    assert SpikingNeurons("ste-discontinuous", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
     # lif (τ = 2): v' = v/2 + I/2: 0.3, 0.45, 0.525, 1.0125→spike
-    assert SpikingNeurons("lif", tau_mem=2.0)(current).flatten().tolist() == [0, 0, 0, 1]
+    assert SpikingNeurons("lif", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
     with pytest.raises(ValueError, match="unknown neuron 'izhikevich'"):
-        SpikingNeurons("izhikevich")  # type: ignore[arg-type]
+        SpikingNeurons("izhikevich", tau_mem=2.0, v_th=1.0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("neuron", ["lif", "ste-continuous", "ste-discontinuous"])
 def test_student_interface_and_determinism(neuron: str) -> None:
-    cfg = StudentParams(hidden=[30, 20], neuron=neuron, steps=5)
+    cfg = P.quick_section("student", hidden=[30, 20], neuron=neuron, steps=5)
     a, b = build_student(cfg, seed=3), build_student(cfg, seed=3)
     x = torch.rand(4, 1, 28, 28)
     out = a(encode(x, 5, "rate", torch.Generator().manual_seed(0)))
@@ -140,7 +141,7 @@ def test_student_interface_and_determinism(neuron: str) -> None:
 
 
 def test_constant_input_is_computed_once_with_the_same_result() -> None:
-    net = build_student(StudentParams(hidden=[16, 16], steps=6))
+    net = build_student(P.quick_section("student", hidden=[16, 16], steps=6))
     x = torch.rand(3, 1, 28, 28)
     expanded = encode(x, 6, "direct")
     assert expanded.stride(0) == 0
@@ -150,14 +151,14 @@ def test_constant_input_is_computed_once_with_the_same_result() -> None:
 
 
 def test_cnn_student_shapes() -> None:
-    net = SpikingCNN(channels=(4, 8), hidden=16)
+    net = SpikingCNN(16, 10, neuron="lif", tau_mem=2.0, v_th=1.0, channels=(4, 8))
     out = net(encode(torch.rand(2, 1, 28, 28), 3))
     assert [tuple(s.shape) for s in out.spikes] == [(3, 2, 4, 28, 28), (3, 2, 8, 14, 14), (3, 2, 16)]
     assert net.layer_widths() == [4 * 28 * 28, 8 * 14 * 14, 16] and net.fan_outs() == [72, 16, 10]
 
 
 def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -> None:
-    cfg = StudentParams(hidden=[20, 10], steps=4, encoding="rate")
+    cfg = P.quick_section("student", hidden=[20, 10], steps=4, encoding="rate")
     net = build_student(cfg)
     ev = evaluate_student(net, mnist5k.test, cfg, seed=1, batch_size=300, device=torch.device("cpu"))
     # recount by hand with the same encoding stream
@@ -179,3 +180,21 @@ def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -
     x_seq = encode(mnist5k.test.x[:5], 4, "direct")
     assert torch.equal(loaded(x_seq).outputs, net(x_seq).outputs)
     assert ckpt["variant"] == {"loss": "ce", "student": {}}
+
+
+def test_every_spiking_network_declares_the_student_interface() -> None:
+    from kdlib.conversion import ConvertedMLP
+    from kdlib.loihi import build_loihi_student
+    from kdlib.students import Student
+
+    mlp = build_student(P.quick_section("student"))
+    cnn = build_student(P.quick_section("student", arch="cnn", hidden=[16]))
+    converted = ConvertedMLP([torch.nn.Linear(784, 8)], torch.nn.Linear(8, 10), scales=[1.0])
+    chip = build_loihi_student(P.quick_section("loihi"))
+    for net in (mlp, cnn, converted, chip):
+        assert isinstance(net, Student), type(net).__name__
+        out = net(torch.rand(2, 3, 1, 28, 28))
+        assert out.outputs.shape == (2, 3, 10)
+        assert [s[0, 0].numel() for s in out.spikes] == net.layer_widths()
+        assert len(net.fan_outs()) == len(net.layer_widths()) and net.input_fan_out() > 0
+    assert not isinstance(torch.nn.Linear(2, 2), Student)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from kdlib import params as P
 from kdlib.data import Dataset, Split
 from kdlib.models import build_teacher, count_parameters, load_teacher, save_teacher
-from kdlib.params import TeacherParams
 from kdlib.train import accuracy, predict, train_teacher
 
 CPU = torch.device("cpu")
@@ -26,7 +26,7 @@ def _small(ds: Dataset, n: int = 1000) -> Dataset:
     ("cnn", [48], [(5, 32, 28, 28), (5, 64, 14, 14), (5, 48)]),
 ])
 def test_teacher_outputs_and_features(arch: str, hidden: list[int], shapes: list[tuple[int, ...]]) -> None:
-    model = build_teacher(TeacherParams(arch=arch, hidden=hidden), num_classes=10).eval()
+    model = build_teacher(P.quick_section("teacher", arch=arch, hidden=hidden), num_classes=10).eval()
     out = model(torch.rand(5, 1, 28, 28))
     assert out.logits.shape == (5, 10)
     assert [tuple(f.shape) for f in out.features] == shapes
@@ -34,15 +34,15 @@ def test_teacher_outputs_and_features(arch: str, hidden: list[int], shapes: list
 
 
 def test_teacher_init_is_seeded() -> None:
-    a, b = (build_teacher(TeacherParams(hidden=[32], seed=3)) for _ in range(2))
-    c = build_teacher(TeacherParams(hidden=[32], seed=4))
+    a, b = (build_teacher(P.quick_section("teacher", hidden=[32], seed=3)) for _ in range(2))
+    c = build_teacher(P.quick_section("teacher", hidden=[32], seed=4))
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert not torch.equal(a.head.weight, c.head.weight)
     assert count_parameters(a) == 784 * 32 + 32 + 32 * 10 + 10
 
 
 def test_training_learns_and_is_deterministic(mnist5k: Dataset) -> None:
-    cfg = TeacherParams(hidden=[64], epochs=3, batch_size=50, lr=3e-3, max_shift=1, seed=1)
+    cfg = P.quick_section("teacher", hidden=[64], epochs=3, batch_size=50, lr=3e-3, max_shift=1, seed=1)
     runs = []
     for _ in range(2):
         model = build_teacher(cfg)
@@ -60,7 +60,7 @@ def test_training_learns_and_is_deterministic(mnist5k: Dataset) -> None:
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(mnist5k: Dataset, tmp_path: Path) -> None:
-    cfg = TeacherParams(hidden=[32], epochs=3, batch_size=100, seed=2)
+    cfg = P.quick_section("teacher", hidden=[32], epochs=3, batch_size=100, seed=2)
     data = _small(mnist5k, 500)
     straight = build_teacher(cfg)
     r_straight = train_teacher(straight, data, cfg, CPU)
@@ -89,14 +89,14 @@ def test_resume_after_interruption_matches_uninterrupted_run(mnist5k: Dataset, t
     with pytest.raises(KeyboardInterrupt):
         run(interrupted)
     assert len(torch.load(state, weights_only=False)["history"]) == 1  # the last complete epoch
-    resumed = build_teacher(TeacherParams(hidden=[32], seed=99))  # weights come from the state file
+    resumed = build_teacher(P.quick_section("teacher", hidden=[32], seed=99))  # weights come from the state file
     r_resumed = run(resumed)
     assert [h["val_accuracy"] for h in r_resumed.history] == [h["val_accuracy"] for h in r_straight.history]
     assert all(torch.equal(p, q) for p, q in zip(straight.parameters(), resumed.parameters(), strict=True))
 
 
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    cfg = TeacherParams(hidden=[16, 8], seed=5)
+    cfg = P.quick_section("teacher", hidden=[16, 8], seed=5)
     model = build_teacher(cfg).eval()
     save_teacher(tmp_path / "t.pt", model, cfg, "mnist-5k", 10, {"test_accuracy": 0.5})
     loaded, ckpt = load_teacher(tmp_path / "t.pt")
@@ -115,10 +115,10 @@ def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Datase
     from kdlib.students import load_student
     from kdlib.train import distill_seeds
 
-    teacher_cfg = P.validate(TeacherParams, {"hidden": [32, 32], "epochs": 1, "batch_size": 100})
+    teacher_cfg = P.quick_section("teacher", hidden=[32, 32], epochs=1, batch_size=100)
     save_teacher(tmp_path / "teacher.pt", build_teacher(teacher_cfg), teacher_cfg, "mnist-5k", 10, {})
-    data_cfg = P.validate(P.DataParams, {"datasets": ["mnist-5k"], "val_size": 500})
-    cfg = P.validate(P.StudentParams, {"hidden": [24, 24], "steps": 3, "epochs": 1, "batch_size": 100})
+    data_cfg = P.quick().data
+    cfg = P.quick_section("student", hidden=[24, 24], steps=3, epochs=1, batch_size=100)
     spec = P.notebook_variant({"loss": "bidirectional_kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0,
                                "beta": 1.0, "layers": [0, 1], "gamma": 0.5, "teacher_lr": 1e-4}, "bidi")
     runs = {}
