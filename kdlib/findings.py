@@ -1,0 +1,175 @@
+"""What the study found: the comparison with the papers' claims, and the report's abstract, findings and
+limitations in words, all computed from the stages' metrics.
+
+The spike analysis (``03_spikes``, one dataset) and the study report (``05_report``, every dataset) build
+their "beside the papers" table with :func:`claims`, so the two say the same thing in the same words.
+The inputs are plain tables of metrics:
+
+``students``
+    one row per (dataset, variant), the mean over seeds: ``accuracy``, ``accuracy_std``, ``spikes``
+    (per test image, all hidden layers and steps), ``seeds``, and where stage 3 ran ``energy_45nm_nj``
+    and ``energy_loihi_nj`` (:func:`seed_means` makes it from one row per trained student);
+``spikes``
+    one row per dataset of the spike analysis's ``metrics.json`` (index ``dataset``);
+``chips``
+    one row per dataset of the Loihi stage's ``metrics.json`` (may be empty).
+
+The papers' figures quoted here are listed, with their titles, in ``docs/claims.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+
+def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
+    """The ``students`` table of this module from one row per trained student: ``dataset``, ``variant``,
+    ``accuracy``, ``spikes`` and, where known, ``energy_45nm_nj`` and ``energy_loihi_nj``."""
+    columns = [c for c in ("accuracy", "spikes", "energy_45nm_nj", "energy_loihi_nj") if c in runs]
+    grouped = runs.groupby(["dataset", "variant"], sort=False)
+    means = grouped[columns].mean()
+    means["accuracy_std"] = grouped["accuracy"].std(ddof=1)
+    means["seeds"] = grouped.size()
+    return means
+
+
+def _get(students: pd.DataFrame, dataset: str, variant: str, column: str) -> float:
+    key = (dataset, variant)
+    return float(students.loc[key, column]) if key in students.index and column in students else math.nan
+
+
+def _points(x: float) -> str:
+    return f"{100 * x:+.2f} points"
+
+
+def claims(students: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame) -> pd.DataFrame:
+    """The papers' claims beside what this run measured, one row per (claim, dataset)."""
+    rows = []
+    datasets = list(dict.fromkeys(students.index.get_level_values("dataset")))
+    for dataset in datasets:
+        def add(claim: str, measured: str, dataset: str = dataset) -> None:
+            rows.append({"claim": claim, "dataset": dataset, "workbook": measured})
+
+        kd_spikes, hetero_spikes = (_get(students, dataset, v, "spikes") for v in ("kd", "hetero_kd"))
+        if not math.isnan(kd_spikes + hetero_spikes):
+            change = _get(students, dataset, "hetero_kd", "accuracy") - _get(students, dataset, "kd", "accuracy")
+            add("Lee et al. 2021, heterogeneous-temperature KD: 65 % fewer spikes than KD at +0.09 points (MNIST)",
+                f"{100 * (1 - hetero_spikes / kd_spikes):.0f} % fewer spikes at {_points(change)}")
+        ste = [_get(students, dataset, v, "accuracy") for v in ("ste_discontinuous", "ste_continuous")]
+        if dataset.startswith("mnist") and not all(math.isnan(a) for a in ste):
+            add("Yin et al. 2017, binary-activation discrete-time SNN: above 98 % on MNIST",
+                f"{100 * max(a for a in ste if not math.isnan(a)):.2f} % (the better STE variant)")
+        part = students.xs(dataset, level="dataset")
+        best = str(part["accuracy"].idxmax())
+        add("Fang et al. 2021, convolutional PLIF SNN (T = 8): MNIST 99.72 %, Fashion-MNIST 94.38 %",
+            f"{100 * part.loc[best, 'accuracy']:.2f} % ({best}, fully connected student)")
+        if dataset in spikes.index:
+            s = spikes.loc[dataset]
+            if s.get("conversion_steps_to_match_best") is None or pd.isna(s.get("conversion_steps_to_match_best")):
+                latency = (f"the conversion never reaches {s.best_variant}'s {100 * s.best_accuracy:.2f} % "
+                           f"(T = {s.best_steps:g}) in the steps it was run for")
+            else:
+                latency = (f"the conversion needs {s.conversion_steps_to_match_best:g} steps to match "
+                           f"{s.best_variant} at T = {s.best_steps:g}: {s.conversion_latency_ratio:.3g}×")
+            add("LaSNN 2023: a distilled SNN infers about 20× faster than a converted one at equal accuracy", latency)
+            add("SEENN 2023: 96.1 % on CIFAR-10 at 1.08 average time steps",
+                f"{s['early_exit_mean_steps_within_0.1_points']:.2f} average steps within 0.1 points of "
+                f"{s.best_variant}'s full-T accuracy")
+            add("Yin et al. 2017: 48.4–773 nJ per image on the authors' 40 nm chip",
+                f"{s.best_variant}: {s.best_energy_45nm_nj:,.0f} nJ (45 nm model), {s.best_energy_loihi_nj:,.0f} nJ "
+                f"(Loihi model); the ANN teacher {s.teacher_energy_45nm_nj:,.0f} nJ (45 nm)")
+        for _, chip in chips[chips.dataset == dataset].iterrows() if not chips.empty else ():
+            add("Renner et al. 2024, measured on Loihi: 400-400-10 at 96.3 % on MNIST, about 2.5 µJ per image",
+                f"SLAYER student {'-'.join(map(str, chip.hidden))}-10 at {100 * chip.lava_accuracy:.2f} % in Lava, "
+                f"{chip.loihi_energy_per_image_nj / 1000:,.1f} µJ per image on the pre-silicon Loihi model")
+    return pd.DataFrame(rows, columns=["claim", "dataset", "workbook"])
+
+
+def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame) -> list[str]:
+    """The study's results in sentences, one per finding (``teachers``: test accuracy by dataset)."""
+    out = []
+    for dataset, part in students.groupby(level="dataset", sort=False):
+        part = part.droplevel("dataset")
+        best, worst = str(part["accuracy"].idxmax()), str(part["accuracy"].idxmin())
+        seeds = int(part["seeds"].min())
+        text = (f"On {dataset}, the most accurate student is {best} at {100 * part.loc[best, 'accuracy']:.2f} % "
+                f"(± {100 * part.loc[best, 'accuracy_std']:.2f}, {seeds} seeds), the least accurate {worst} at "
+                f"{100 * part.loc[worst, 'accuracy']:.2f} %; the ANN teacher reaches "
+                f"{100 * teachers.get(dataset, math.nan):.2f} %.")
+        if "scratch" in part.index and best != "scratch":
+            gap = part.loc[best, "accuracy"] - part.loc["scratch", "accuracy"]
+            spread = max(part.loc[best, "accuracy_std"], part.loc["scratch", "accuracy_std"])
+            size = "within" if abs(gap) <= spread else "outside"
+            text += (f" The best student is {_points(gap)} from the student trained from scratch, {size} one seed "
+                     "standard deviation.")
+        elif best == "scratch":
+            text += " No distilled student is more accurate than the one trained from scratch."
+        out.append(text)
+        if {"kd", "hetero_kd"} <= set(part.index):
+            kd, hetero = part.loc["kd"], part.loc["hetero_kd"]
+            fewer = 100 * (1 - hetero.spikes / kd.spikes)
+            out.append(f"On {dataset}, heterogeneous-temperature KD fires {fewer:.0f} % fewer spikes per image "
+                       f"than KD ({hetero.spikes:,.0f} against {kd.spikes:,.0f}) at "
+                       f"{_points(hetero.accuracy - kd.accuracy)}.")
+    for _, chip in chips.iterrows() if not chips.empty else ():
+        out.append(f"On {chip.dataset}, the Loihi student ({chip.variant}'s objective, T = {chip.steps}) reaches "
+                   f"{100 * chip.lava_accuracy:.2f} % in Lava's fixed-point simulation, which predicts the same class "
+                   f"as the PyTorch fixed-point model on {100 * chip.agreement:.2f} % of {chip.images:,} test images; "
+                   f"the pre-silicon Loihi model puts it at {chip.loihi_energy_per_image_nj:,.0f} nJ per image "
+                   f"against {chip.teacher_energy_45nm_per_image_nj:,.0f} nJ for the ANN teacher at 45 nm.")
+    return out
+
+
+def abstract(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame, params: Any) -> str:
+    """One paragraph: what the study did and what it found (``params``: the validated ``params.yaml``)."""
+    datasets = list(dict.fromkeys(students.index.get_level_values("dataset")))
+    variants = list(dict.fromkeys(students.index.get_level_values("variant")))
+    student = params.student
+    did = (f"This run distils an ANN teacher ({'-'.join(map(str, [784, *params.teacher.hidden, 10]))}) into "
+           f"spiking students ({'-'.join(map(str, [784, *student.hidden, 10]))}, T = {student.steps}) with "
+           f"{len(variants)} methods on {' and '.join(datasets)}, each trained on {len(params.distill.seeds)} seeds "
+           f"for {student.epochs} epochs under identical conditions, selected on validation accuracy and "
+           "measured once on the test set.")
+    found = []
+    for dataset, part in students.groupby(level="dataset", sort=False):
+        part = part.droplevel("dataset")
+        lo, hi = part["accuracy"].min(), part["accuracy"].max()
+        found.append(f"on {dataset} the methods span {100 * lo:.2f}–{100 * hi:.2f} % test accuracy "
+                     f"(teacher {100 * teachers.get(dataset, math.nan):.2f} %)")
+    text = f"{did} Measured: {'; '.join(found)}."
+    if not chips.empty:
+        chip = chips.iloc[0]
+        text += (f" A separate SLAYER student runs in Lava's Loihi simulation on {chip.dataset} at "
+                 f"{100 * chip.lava_accuracy:.2f} %, in agreement with PyTorch on {100 * chip.agreement:.2f} % of the "
+                 "test images.")
+    return text
+
+
+def limitations(students: pd.DataFrame, params: Any) -> list[str]:
+    """What this run cannot show, with the numbers that bound it."""
+    seeds = len(params.distill.seeds)
+    spread = float(students["accuracy_std"].median())
+    by_dataset = students.groupby(level="dataset")["accuracy"]
+    gaps = (by_dataset.max() - by_dataset.min()).sort_values()
+    closest = students.groupby(level="dataset")["accuracy"].apply(lambda a: a.sort_values().diff().min())
+    return [
+        "Each method runs at one hand-set point of its hyperparameters (`variants` in `params.yaml`), not tuned "
+        "on the validation split: a method may lose for want of a good setting.",
+        f"{seeds} seed{'' if seeds == 1 else 's'} per method: the median seed standard deviation of test "
+        f"accuracy is {100 * spread:.2f} "
+        f"points, while the methods of one dataset span {100 * gaps.min():.2f} to {100 * gaps.max():.2f} points "
+        f"and the closest two differ by as little as {100 * closest.min():.2f}; no significance test is made "
+        "here, so neighbouring methods are not told apart.",
+        f"Short training on a CPU ({params.student.epochs} epochs per student): absolute accuracies are below the "
+        "papers', whose runs are far longer and whose networks are often convolutional.",
+        "The Loihi student is a network of its own (lava-dl SLAYER, rate-coded input), not one of the compared "
+        "students, and it is deployed on the datasets of `loihi.datasets` only.",
+        "Energy comes from per-operation figures (45 nm CMOS; Loihi pre-silicon), not from measurements, with "
+        "the first layer's real-valued input counted as multiply-accumulates at every step; other accounting "
+        "conventions can change the sign of the SNN-against-ANN comparison.",
+        "The numbers are bit-for-bit reproducible at any thread count and on hosts of one CPU vendor; another "
+        "vendor trains slightly different weights.",
+    ]
