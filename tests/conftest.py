@@ -16,6 +16,13 @@ from kdlib.data import Dataset, load_dataset
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The notebooks run top to bottom under nbval: they belong to the slow tier."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)
+
+
 def shared_data_root() -> Path | None:
     """The folder of real IDX files on these machines (``$KDLIB_DATA_ROOT`` or ``../shared/data``)."""
     for candidate in (os.environ.get("KDLIB_DATA_ROOT"), ROOT.parent / "shared" / "data"):
@@ -56,16 +63,25 @@ def dvc(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return proc
 
 
-@pytest.fixture()
-def workbook(tmp_path: Path) -> Path:
-    """A copy of the workbook (code, notebooks, pipeline) with tiny parameters, under its own DVC repo."""
-    work = tmp_path / "workbook"
-    work.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", "params.quick.yaml"):
+def make_workbook(work: Path, *, git: bool = False) -> Path:
+    """Copy the workbook (code, notebooks, pipeline) into ``work`` with tiny parameters, under its own DVC
+    repository; with ``git``, inside a git repository too (as a clone of the project is)."""
+    work.mkdir(parents=True)
+    for name in ("dvc.yaml", ".dvcignore", "params.quick.yaml", ".gitignore"):
         shutil.copy(ROOT / name, work / name)
     for name in ("kdlib", "notebooks"):
         shutil.copytree(ROOT / name, work / name, ignore=shutil.ignore_patterns("__pycache__", ".ipynb_checkpoints"))
     (work / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
-    dvc(work, "init", "--no-scm", "-q")
+    if git:
+        subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+        dvc(work, "init", "-q")
+    else:
+        dvc(work, "init", "--no-scm", "-q")
     dvc(work, "config", "core.analytics", "false")
     return work
+
+
+@pytest.fixture()
+def workbook(tmp_path: Path) -> Path:
+    """A copy of the workbook with tiny parameters, under its own DVC repo (see :func:`make_workbook`)."""
+    return make_workbook(tmp_path / "workbook")

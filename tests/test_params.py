@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _write(tmp_path: Path, edit: dict) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    """A params.yaml: the tiny test parameters (params.quick.yaml) with ``edit`` applied."""
+    raw = yaml.safe_load(P.QUICK_FILE.read_text())
     for key, value in edit.items():
         section, _, name = key.partition(".")
         if name:
@@ -23,6 +24,14 @@ def _write(tmp_path: Path, edit: dict) -> Path:
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+def _fails(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        P.load(_write(tmp_path, edit))
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and message.startswith(prefix), message
+    assert all(name in message for name in allowed), message
 
 
 def test_dataset_names_match_the_loader() -> None:
@@ -36,20 +45,20 @@ def test_committed_params_are_valid() -> None:
     assert params.teacher.epochs >= 1 and params.data.datasets
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    ({"teacher.epochs": 0}, "params.yaml: teacher.epochs = 0: Input should be greater than or equal to 1"),
-    ({"teacher.lr": "1e-3"}, "params.yaml: teacher.lr = '1e-3': Input should be a valid number"),
-    ({"teacher.dropout": 1.5}, "params.yaml: teacher.dropout = 1.5: Input should be less than 1"),
-    ({"teacher.arch": "resnet"}, "params.yaml: teacher.arch = 'resnet': Input should be 'mlp' or 'cnn'"),
-    ({"teacher.epoch": 3}, "params.yaml: teacher.epoch = 3: Extra inputs are not permitted"),
-    ({"data.datasets": ["mnist", "cifar"]},
-     "params.yaml: data.datasets.1 = 'cifar': Input should be 'mnist', 'fashion-mnist' or 'mnist-5k'"),
-    ({"data.val_size": -5}, "params.yaml: data.val_size = -5: Input should be greater than or equal to 1"),
+# Each bad value stops with one line that starts with the workbook's prefix (file: key = value:) and names
+# what is allowed where the choice is a list; the rest of the wording is pydantic's and may change.
+@pytest.mark.parametrize(("edit", "prefix", "allowed"), [
+    ({"teacher.epochs": 0}, "params.yaml: teacher.epochs = 0:", []),
+    ({"teacher.lr": "1e-3"}, "params.yaml: teacher.lr = '1e-3':", ["number"]),
+    ({"teacher.dropout": 1.5}, "params.yaml: teacher.dropout = 1.5:", []),
+    ({"teacher.arch": "resnet"}, "params.yaml: teacher.arch = 'resnet':", ["'mlp'", "'cnn'"]),
+    ({"teacher.epoch": 3}, "params.yaml: teacher.epoch = 3:", []),
+    ({"data.datasets": ["mnist", "cifar"]}, "params.yaml: data.datasets.1 = 'cifar':",
+     ["'mnist'", "'fashion-mnist'", "'mnist-5k'"]),
+    ({"data.val_size": -5}, "params.yaml: data.val_size = -5:", []),
 ])
-def test_bad_values_are_named(tmp_path: Path, edit: dict, message: str) -> None:
-    with pytest.raises(P.ParamsError) as err:
-        P.load(_write(tmp_path, edit))
-    assert str(err.value) == message
+def test_bad_values_are_named(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
+    _fails(tmp_path, edit, prefix, allowed)
 
 
 def test_every_error_is_reported(tmp_path: Path) -> None:
@@ -89,29 +98,25 @@ def test_per_dataset_overrides(tmp_path: Path) -> None:
     assert cfg.seed == 4
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    ({"student.steps": 0}, "params.yaml: student.steps = 0: Input should be greater than or equal to 1"),
-    ({"student.neuron": "adex"},
-     "params.yaml: student.neuron = 'adex': Input should be 'lif', 'ste-continuous' or 'ste-discontinuous'"),
+@pytest.mark.parametrize(("edit", "prefix", "allowed"), [
+    ({"student.steps": 0}, "params.yaml: student.steps = 0:", []),
+    ({"student.neuron": "adex"}, "params.yaml: student.neuron = 'adex':",
+     ["'lif'", "'ste-continuous'", "'ste-discontinuous'"]),
     ({"variants.kd": {"loss": "kd", "alpha": 1.5, "tau_teacher": 4.0, "tau_student": 4.0}},
-     "params.yaml: variants.kd.alpha = 1.5: Input should be less than or equal to 1"),
+     "params.yaml: variants.kd.alpha = 1.5:", []),
     ({"variants.kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": -4.0, "tau_student": 4.0}},
-     "params.yaml: variants.kd.tau_teacher = -4.0: Input should be greater than 0"),
-    ({"variants.kd": {"loss": "kld"}}, "params.yaml: variants.kd = {'loss': 'kld'}: Input tag 'kld' found using "
-     "'loss' does not match any of the expected tags: 'ce', 'kd', 'decoder_kd', 'attention_kd', 'joint_kd', "
-     "'bidirectional_kd'"),
+     "params.yaml: variants.kd.tau_teacher = -4.0:", []),
+    ({"variants.kd": {"loss": "kld"}}, "params.yaml: variants.kd = {'loss': 'kld'}:",
+     list(map(repr, P.LOSSES))),
     ({"variants.scratch": {"loss": "ce", "student": {"steps": -1}}},
-     "params.yaml: variants.scratch.student.steps = -1: Input should be greater than or equal to 1"),
-    ({"distill.variants": ["kd", "fitnet"]},
-     "params.yaml: distill.variants.1 = 'fitnet': not defined under variants (defined: scratch, ste_discontinuous, "
-     "ste_continuous, kd, hetero_kd, decoder_kd, bidirectional_kd, attention_kd, joint_kd)"),
-    ({"distill.seeds": [0, 1, 0]}, "params.yaml: distill.seeds.2 = 0: listed twice; give each seed once"),
-    ({"distill.seeds": [-1]}, "params.yaml: distill.seeds.0 = -1: Input should be greater than or equal to 0"),
+     "params.yaml: variants.scratch.student.steps = -1:", []),
+    ({"distill.variants": ["kd", "fitnet"]}, "params.yaml: distill.variants.1 = 'fitnet': not defined under variants",
+     ["scratch", "kd"]),
+    ({"distill.seeds": [0, 1, 0]}, "params.yaml: distill.seeds.2 = 0: listed twice", []),
+    ({"distill.seeds": [-1]}, "params.yaml: distill.seeds.0 = -1:", []),
 ])
-def test_bad_student_and_variant_values(tmp_path: Path, edit: dict, message: str) -> None:
-    with pytest.raises(P.ParamsError) as err:
-        P.load(_write(tmp_path, edit))
-    assert str(err.value) == message
+def test_bad_student_and_variant_values(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
+    _fails(tmp_path, edit, prefix, allowed)
 
 
 def test_unreadable_files(tmp_path: Path) -> None:
@@ -130,23 +135,18 @@ def test_notebook_parameters_use_the_same_rules() -> None:
         P.dataset_name("svhn")
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    ({"loihi.datasets": ["mnist-5k"]},
-     "params.yaml: loihi.datasets.0 = 'mnist-5k': not in data.datasets (mnist, fashion-mnist)"),
-    ({"loihi.variant": "fitnet"},
-     "params.yaml: loihi.variant = 'fitnet': not one of distill.variants (scratch, ste_discontinuous, "
-     "ste_continuous, kd, hetero_kd, decoder_kd, bidirectional_kd, attention_kd, joint_kd); "
-     "its student of the first seed is written as NIR"),
-    ({"loihi.variant": "ste_continuous"},
-     "params.yaml: loihi.variant = 'ste_continuous': its student has 'ste-continuous' neurons; "
-     "NIR's LIF node needs a 'lif' student"),
-    ({"loihi.steps": 0}, "params.yaml: loihi.steps = 0: Input should be greater than or equal to 1"),
-    ({"loihi.encoding": "direct"}, "params.yaml: loihi.encoding = 'direct': Input should be 'rate'"),
+@pytest.mark.parametrize(("edit", "prefix", "allowed"), [
+    ({"loihi.datasets": ["mnist"]}, "params.yaml: loihi.datasets.0 = 'mnist': not in data.datasets", ["mnist-5k"]),
+    ({"loihi.variant": "fitnet"}, "params.yaml: loihi.variant = 'fitnet': not one of distill.variants",
+     ["scratch", "kd"]),
+    ({"variants.kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0,
+                      "student": {"neuron": "ste-continuous"}}},
+     "params.yaml: loihi.variant = 'kd': its student has 'ste-continuous' neurons", ["'lif'"]),
+    ({"loihi.steps": 0}, "params.yaml: loihi.steps = 0:", []),
+    ({"loihi.encoding": "direct"}, "params.yaml: loihi.encoding = 'direct':", ["'rate'"]),
 ])
-def test_bad_loihi_values_are_named(tmp_path: Path, edit: dict, message: str) -> None:
-    with pytest.raises(P.ParamsError) as err:
-        P.load(_write(tmp_path, edit))
-    assert str(err.value) == message
+def test_bad_loihi_values_are_named(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
+    _fails(tmp_path, edit, prefix, allowed)
 
 
 def _keys(tree: object, prefix: str = "") -> set[str]:

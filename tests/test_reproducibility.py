@@ -44,6 +44,8 @@ from kdlib.models import build_teacher
 from kdlib.students import build_student
 from kdlib.train import distill, train_teacher
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(int(sys.argv[1]))
 def digest(module):
     h = hashlib.sha256()

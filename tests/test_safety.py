@@ -155,10 +155,6 @@ def test_epochs_are_bounded(tmp_path: Path, section: str) -> None:
     assert P.MAX_EPOCHS == 1000
 
 
-def test_the_committed_params_file_is_valid() -> None:
-    P.load(ROOT / "params.yaml")
-
-
 # ------------------------------------------------------------------------------------- diverging training
 def test_training_that_turns_non_finite_stops_at_once_and_keeps_nothing(tmp_path: Path, mnist5k: D.Dataset) -> None:
     cfg = P.validate(TeacherParams, TINY["teacher"] | {"lr": 1e30, "epochs": 3})
