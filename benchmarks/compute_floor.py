@@ -1,0 +1,187 @@
+"""The study's compute floor: the floating-point work of its matrix products, beside its wall time.
+
+    uv run python benchmarks/compute_floor.py [--times benchmarks/pipeline_times.json] [--repeats 7]
+
+The floor of a stage is the work of every matrix product that the stage must do, divided by the dense
+fp32 matmul rate measured here, in this run (the median of ``--repeats`` 2048² products on all threads
+torch uses). Everything else a stage does (neuron updates, the optimiser, data movement, Python, start-up,
+Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
+
+* **products** of a dense layer with ``m`` inputs and ``n`` outputs: ``2·m·n`` FLOPs per image and step
+  forward, the same again for the weight gradient, and again for the input gradient where the layer's
+  input needs one (every layer but the first);
+* **time**: a student's first layer runs once per image when its input is constant (direct encoding) and
+  at every step when it is not (rate-coded input); every later layer runs at every step;
+* **teacher** (stage 1): every epoch trains on the training split and evaluates the validation split;
+  the selected teacher is evaluated once on the test split;
+* **distillation** (stage 2, every dataset × variant × seed): the teacher's outputs on the training split
+  once (a frozen teacher) or a forward and backward pass on every batch (``bidirectional_kd``, which
+  fine-tunes it; a live forward pass when the student's ``max_shift`` > 0); the student's training and
+  validation every epoch; the feature objectives' decoders and regressors (a dense map from a student
+  layer to the teacher's width, trained with the student); one test pass that counts spikes;
+* **spike analysis** (stage 3, every dataset): the teacher on the test split; every student on the test
+  split at ``spikes.max_steps`` (accuracy against T), at its own T twice (operation counts and early
+  exit); the conversion's calibration on ``calibration_images`` and its run at the largest T of
+  ``conversion_steps``; the noise sweep (the teacher and the first seed of every variant, at every level
+  of every corruption of :data:`kdlib.analysis.CORRUPTIONS`);
+* **Loihi** (stage 4, every dataset of ``loihi.datasets``): the SLAYER student trained with its input
+  spikes at every step (so every layer runs at every step), the live teacher (``max_shift`` > 0), its
+  validation every epoch, and two PyTorch test passes (fixed point and float weights). Lava's simulation
+  is not bound by products: its measured time (``lava_seconds`` in the stage's metrics) is reported
+  beside the floor, not in it.
+
+Only fully connected (``mlp``) teachers and students are modelled. The wall times come from
+``benchmarks/time_pipeline.py``'s summary of a run on the same host (``--times``); a ratio of wall time
+to floor is comparable across hosts, absolute times are not. The result is written to
+``benchmarks/compute_floor.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from train_throughput import matmul_gflops  # noqa: E402
+
+from kdlib import params as P  # noqa: E402
+from kdlib.analysis import CORRUPTIONS  # noqa: E402
+
+TEST_IMAGES = {"mnist": 10_000, "fashion-mnist": 10_000, "mnist-5k": 500}
+CLASSES = 10
+
+
+def dense_layers(hidden: list[int]) -> list[tuple[int, int]]:
+    """(inputs, outputs) of every dense layer of an MLP with these hidden widths."""
+    widths = [P.PIXELS, *hidden, CLASSES]
+    return list(zip(widths[:-1], widths[1:], strict=True))
+
+
+def forward_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input: bool = True) -> float:
+    """FLOPs of one image's forward pass; with ``steps`` > 1 the first layer runs once if its input is constant."""
+    return sum(2.0 * m * n * (1 if i == 0 and constant_input else steps) for i, (m, n) in enumerate(layers))
+
+
+def training_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input: bool = True) -> float:
+    """FLOPs of one image's training step: forward, weight gradients and the input gradients of every layer
+    but the first."""
+    forward = forward_flops(layers, steps, constant_input)
+    first = 2.0 * layers[0][0] * layers[0][1] * (1 if constant_input else steps)
+    return 3 * forward - first
+
+
+def _sizes(params: P.Params, dataset: str) -> tuple[int, int, int]:
+    val = P.DEFAULT_VAL_SIZE[dataset] if params.data.val_size is None else params.data.val_size
+    return P.TRAIN_IMAGES[dataset] - val, val, TEST_IMAGES[dataset]
+
+
+def _require_mlp(arch: str, section: str) -> None:
+    if arch != "mlp":
+        raise SystemExit(f"{section}.arch = {arch!r}: the floor model covers fully connected (mlp) networks only")
+
+
+def study_flops(params: P.Params) -> dict[str, float]:
+    """FLOPs of the products of every stage run of the study, by DVC stage name."""
+    flops: dict[str, float] = {}
+    for dataset in params.data.datasets:
+        train, val, test = _sizes(params, dataset)
+        t_cfg = params.teacher.for_dataset(dataset)
+        _require_mlp(t_cfg.arch, "teacher")
+        teacher = dense_layers(t_cfg.hidden)
+        t_fwd, t_train = forward_flops(teacher), training_flops(teacher)
+        flops[f"teacher@{dataset}"] = t_cfg.epochs * (train * t_train + val * t_fwd) + test * t_fwd
+
+        students = {}
+        for name in params.distill.variants:
+            spec = params.variants[name]
+            cfg = P.student_for(params.student, params.variants, name, dataset)
+            _require_mlp(cfg.arch, f"variants.{name}.student")
+            layers, constant = dense_layers(cfg.hidden), cfg.encoding == "direct"
+            s_fwd = forward_flops(layers, cfg.steps, constant)
+            per_image = training_flops(layers, cfg.steps, constant)
+            mapped = spec.layers if spec.loss in ("decoder_kd", "bidirectional_kd", "joint_kd") else []
+            for layer in mapped:  # a decoder or regressor to the teacher's width, trained with the student
+                per_image += 3 * 2.0 * cfg.hidden[layer] * t_cfg.hidden[layer]
+            if spec.loss == "bidirectional_kd":
+                teacher_work = cfg.epochs * train * (3 * t_fwd - 2.0 * teacher[0][0] * teacher[0][1])
+            elif spec.loss == "ce":
+                teacher_work = 0.0
+            elif cfg.max_shift > 0:
+                teacher_work = cfg.epochs * train * t_fwd
+            else:
+                teacher_work = train * t_fwd  # the frozen teacher's outputs, once
+            run = teacher_work + cfg.epochs * (train * per_image + val * s_fwd) + test * s_fwd
+            flops[f"distill@{dataset}-{name}"] = run * len(params.distill.seeds)
+            students[name] = (layers, cfg.steps, constant)
+
+        s = params.spikes
+        work = test * t_fwd  # the teacher's test accuracy
+        for layers, steps, constant in students.values():
+            per_seed = forward_flops(layers, s.max_steps, constant) + 2 * forward_flops(layers, steps, constant)
+            work += test * per_seed * len(params.distill.seeds)
+        work += s.calibration_images * t_fwd + test * forward_flops(teacher, max(s.conversion_steps), True)
+        levels = sum(len(c.levels) for c in CORRUPTIONS.values())
+        work += levels * test * (t_fwd + sum(forward_flops(*student) for student in students.values()))
+        flops[f"spikes@{dataset}"] = work
+
+    lo = params.loihi
+    for dataset in lo.datasets:
+        train, val, test = _sizes(params, dataset)
+        t_cfg = params.teacher.for_dataset(dataset)
+        t_fwd = forward_flops(dense_layers(t_cfg.hidden))
+        layers = dense_layers(lo.hidden)
+        student = training_flops(layers, lo.steps, constant_input=False)
+        teacher_work = lo.epochs * train * t_fwd if lo.max_shift > 0 else train * t_fwd
+        evaluation = forward_flops(layers, lo.steps, constant_input=False)
+        training = lo.epochs * (train * student + val * evaluation)
+        flops[f"loihi@{dataset}"] = teacher_work + training + 2 * test * evaluation
+    flops["report"] = flops["reports"] = 0.0
+    return flops
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--times", type=Path, default=ROOT / "benchmarks" / "pipeline_times.json",
+                        help="time_pipeline.py's summary of a run on this host")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compute_floor.json")
+    args = parser.parse_args()
+
+    import torch
+
+    params = P.load()
+    flops = study_flops(params)
+    rate = matmul_gflops(repeats=args.repeats) * 1e9
+    times = json.loads(args.times.read_text())["stages"] if args.times.is_file() else {}
+    lava = {f"loihi@{d}": json.loads(path.read_text()).get("lava_seconds", 0.0)
+            for d in params.loihi.datasets if (path := ROOT / "results" / "loihi" / d / "metrics.json").is_file()}
+
+    families: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for stage, work in flops.items():
+        family = families[stage.split("@")[0]]
+        family["tflop"] += work / 1e12
+        family["floor_s"] += work / rate
+        family["wall_s"] += times.get(stage, float("nan"))
+        family["lava_s"] += lava.get(stage, 0.0)
+    total = {key: sum(f[key] for f in families.values()) for key in ("tflop", "floor_s", "wall_s", "lava_s")}
+    summary = {"matmul_gflops": rate / 1e9, "threads": torch.get_num_threads(), "times": str(args.times),
+               "families": families, "total": total, "stages_tflop": {k: v / 1e12 for k, v in flops.items()}}
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+
+    print(f"dense fp32 matmul: {rate / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
+    print("\n| stage family | TFLOP | floor (min) | wall (min) | Lava (min) | wall − Lava over floor |")
+    print("|---|---|---|---|---|---|")
+    for name, f in [*families.items(), ("**study**", total)]:
+        ratio = (f["wall_s"] - f["lava_s"]) / f["floor_s"] if f["floor_s"] else float("nan")
+        print(f"| {name} | {f['tflop']:.1f} | {f['floor_s'] / 60:.1f} | {f['wall_s'] / 60:.1f} | "
+              f"{f['lava_s'] / 60:.1f} | {ratio:.1f}× |")
+
+
+if __name__ == "__main__":
+    main()
