@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow
+
 # sha256 of every weight after one epoch of each model (see FINGERPRINT), first 16 hex digits, by CPU vendor
 REFERENCES = {
     "AuthenticAMD": {"teacher": "b61db24103360d64", "student": "2453d112792cf9d9"},  # EPYC, AVX2 and AVX-512
@@ -43,8 +45,6 @@ from kdlib.losses import build_objective
 from kdlib.models import build_teacher
 from kdlib.students import build_student
 from kdlib.train import distill, train_teacher
-
-pytestmark = pytest.mark.slow
 
 torch.set_num_threads(int(sys.argv[1]))
 def digest(module):
