@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from train_throughput import matmul_gflops  # noqa: E402
+from train_throughput import training_flops as student_training_flops  # noqa: E402
 
 from kdlib import params as P  # noqa: E402
 from kdlib.analysis import CORRUPTIONS  # noqa: E402
@@ -70,10 +71,9 @@ def forward_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input:
 
 def training_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input: bool = True) -> float:
     """FLOPs of one image's training step: forward, weight gradients and the input gradients of every layer
-    but the first."""
-    forward = forward_flops(layers, steps, constant_input)
-    first = 2.0 * layers[0][0] * layers[0][1] * (1 if constant_input else steps)
-    return 3 * forward - first
+    but the first (:func:`train_throughput.training_flops`, here for any MLP given by its layers)."""
+    hidden = [n for _, n in layers[:-1]]
+    return student_training_flops(hidden, layers[-1][1], steps, constant_input)
 
 
 def _sizes(params: P.Params, dataset: str) -> tuple[int, int, int]:
