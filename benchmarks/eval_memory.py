@@ -43,17 +43,16 @@ def _pool(size: int) -> Split:
 
 
 def measure(size: int) -> dict:
-    import torch
 
     from kdlib import params as P
+    from kdlib.analysis import evaluate
     from kdlib.students import build_student
-    from kdlib.train import evaluate_student
 
     cfg = P.load(ROOT / "params.yaml").student
     split = _pool(size)
     net = build_student(cfg)
     before = _peak_mib()
-    ev = evaluate_student(net, split, cfg, device=torch.device("cpu"))
+    ev = evaluate(net, split, cfg.steps, encoding=cfg.encoding, chunk_size=1000)
     return {"images": size, "peak_before_mib": before, "peak_after_mib": _peak_mib(),
             "evaluation_growth_mib": _peak_mib() - before, "accuracy": ev.accuracy}
 
@@ -61,16 +60,16 @@ def measure(size: int) -> dict:
 def measure_lava(size: int) -> dict:
     import tempfile
 
-    from kdlib import loihi
+    from kdlib import deploy, slayer
     from kdlib import params as P
 
     cfg = P.load(ROOT / "params.yaml").loihi
     split = _pool(size)
-    net = loihi.build_loihi_student(cfg)
+    net = slayer.build_loihi_student(cfg)
     with tempfile.TemporaryDirectory() as tmp:
         path = net.export_hdf5(Path(tmp) / "student.net")
         before = _peak_mib()
-        run = loihi.run_lava(path, loihi.spike_chunks(split, cfg.steps, cfg.chunk_size))
+        run = deploy.run_lava(path, deploy.spike_chunks(split, cfg.steps, cfg.chunk_size))
     return {"images": size, "peak_before_mib": before, "peak_after_mib": _peak_mib(),
             "evaluation_growth_mib": _peak_mib() - before, "children_peak_mib": _peak_mib(resource.RUSAGE_CHILDREN),
             "seconds": run.seconds}

@@ -30,16 +30,16 @@ from kdlib.data import batches, encode, load_dataset
 from kdlib.losses import build_objective
 from kdlib.models import build_teacher
 from kdlib.students import build_student
-from kdlib.train import teacher_targets
+from kdlib.distill import teacher_targets
 
 which, n_batches = sys.argv[1], int(sys.argv[2])
 ds = load_dataset("mnist-5k")
-teacher = build_teacher(P.validate(P.TeacherParams, {"hidden": [1200, 1200]}))
+teacher = build_teacher(P.quick_section("teacher", hidden=[1200, 1200]))
 if which == "teacher":
     model, params = teacher, teacher.parameters()
 else:
     torch.set_num_threads(1)
-    cfg = P.validate(P.StudentParams, {"hidden": [400, 400], "steps": 4})
+    cfg = P.quick_section("student", hidden=[400, 400], steps=4)
     model = build_student(cfg)
     objective = build_objective(P.KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=4.0), 4,
                                 model.layer_widths(), teacher.hidden_widths())

@@ -20,7 +20,7 @@ same batch size and the same T:
                per time step
 ``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
 ``seeds``      the workbook's student as the distillation stage trains it on a CPU: one student per seed of
-               ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.train.parallel_workers`), each in its
+               ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.jobs.parallel_workers`), each in its
                own process on one thread, all at the same time; its rate is the sum of theirs, repeat by repeat
 ``floor``      not a neuron model but a bound: the workbook's student with every layer of neurons replaced by
                one copy of its input forward and one copy of its gradient backward, as cheap as a neuron can
@@ -229,7 +229,7 @@ def main() -> None:
     import torch
 
     from kdlib import params as P
-    from kdlib.train import parallel_workers
+    from kdlib.jobs import parallel_workers
 
     torch.set_num_threads(os.cpu_count() or 1)
     gflops = matmul_gflops()

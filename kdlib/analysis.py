@@ -1,4 +1,10 @@
-"""Analyses of trained spiking models: accuracy against time steps, early exit, robustness to noise.
+"""Evaluating trained spiking models: accuracy, spikes and operations, accuracy against time steps, early exit,
+robustness to noise.
+
+Evaluation
+    :func:`evaluate` is the one way a student is run over a split: its accuracy, its logits, its spikes and
+    synaptic operations (a :class:`kdlib.spikes.SpikeCounter`) and, if asked, the outputs of every step.
+    The distillation stage's metrics and the spike analysis both come from it.
 
 Accuracy against T
     A feed-forward spiking network is causal: its outputs up to step t do not depend on later input.
@@ -17,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 import torch
@@ -28,6 +34,37 @@ from kdlib.spikes import SpikeCounter, check_binary
 
 if TYPE_CHECKING:
     from kdlib.students import SpikingOutput, Student
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+class Evaluation(NamedTuple):
+    """What :func:`evaluate` measured on a split."""
+
+    accuracy: float
+    logits: Tensor  # (N, classes), on the CPU
+    counts: SpikeCounter  # spikes by layer and neuron, synaptic operations, energy (:meth:`SpikeCounter.summary`)
+    outputs: Tensor | None  # (T, N, classes) on the CPU with ``keep_outputs``, for :func:`early_exit`
+
+
+@torch.no_grad()
+def evaluate(model: Student, split: Split, steps: int, *, encoding: Encoding, seed: int = 0, chunk_size: int = 250,
+             keep_outputs: bool = False, check: bool = True) -> Evaluation:
+    """Run ``model`` over ``split`` in chunks of ``chunk_size`` images at ``steps`` steps, on the model's device.
+
+    Rate-coded input is drawn from a generator seeded with ``seed`` (the same chunks and seed give the same
+    spikes); its spikes are counted as synaptic operations of the first layer. ``check`` verifies that every
+    spike tensor is 0/1.
+    """
+    counter = SpikeCounter.for_model(model, encoding, check=check)
+    logits, outputs = [], []
+    for out, _, x_seq in _runs(model, split, steps, encoding, chunk_size, seed):
+        counter.update(out, input_spikes=x_seq if encoding == "rate" else None)
+        logits.append(out.logits.float().cpu())
+        if keep_outputs:
+            outputs.append(out.outputs.float().cpu())
+    all_logits = torch.cat(logits)
+    acc = (all_logits.argmax(1) == split.y).sum().item() / len(split)
+    return Evaluation(acc, all_logits, counter, torch.cat(outputs, 1) if keep_outputs else None)
 
 
 # ------------------------------------------------------------------------------------ accuracy against T
@@ -42,13 +79,14 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _runs(model: Student, split: Split, steps: int, encoding: Encoding, chunk_size: int,
-          seed: int) -> Iterator[tuple[SpikingOutput, Tensor]]:
-    """Run ``model`` over ``split`` in chunks at ``steps`` steps; yield its output and the labels."""
+          seed: int) -> Iterator[tuple[SpikingOutput, Tensor, Tensor]]:
+    """Run ``model`` over ``split`` in chunks at ``steps`` steps; yield its output, the labels and its input."""
     device = _model_device(model)
     gen = torch.Generator(device=device).manual_seed(seed) if encoding == "rate" else None
     model.eval()
     for b in batches(split, chunk_size):
-        yield model(encode(b.x.to(device), steps, encoding, gen)), b.y.to(device)
+        x_seq = encode(b.x.to(device), steps, encoding, gen)
+        yield model(x_seq), b.y.to(device), x_seq
 
 
 @torch.no_grad()
@@ -65,7 +103,7 @@ def accuracy_over_time(model: Student, split: Split, steps: Sequence[int], *, en
     index = torch.tensor(wanted) - 1
     correct = torch.zeros(len(wanted), dtype=torch.float64)
     spikes: Tensor | None = None  # (layers, len(wanted)): cumulative spikes summed over images
-    for (outputs, layer_spikes), y in _runs(model, split, wanted[-1], encoding, chunk_size, seed):
+    for (outputs, layer_spikes), y, _ in _runs(model, split, wanted[-1], encoding, chunk_size, seed):
         logits = running_mean(outputs)[index.to(outputs.device)]
         correct += (logits.argmax(-1) == y).sum(1, dtype=torch.float64).cpu()
         if check:
@@ -80,13 +118,6 @@ def accuracy_over_time(model: Student, split: Split, steps: Sequence[int], *, en
     for i, layer in enumerate(spikes):
         frame[f"spikes_layer{i}"] = (layer / n).numpy()
     return frame
-
-
-@torch.no_grad()
-def collect_outputs(model: Student, split: Split, steps: int, *, encoding: Encoding = "direct",
-                    chunk_size: int = 250, seed: int = 0) -> Tensor:
-    """The outputs of every step for a whole split, (T, N, classes) on the CPU (for :func:`early_exit`)."""
-    return torch.cat([out[0].float().cpu() for out, _ in _runs(model, split, steps, encoding, chunk_size, seed)], 1)
 
 
 # ------------------------------------------------------------------------------------------------ early exit
@@ -159,21 +190,6 @@ def corrupt_split(split: Split, name: str, level: float, seed: int = 0) -> Split
         raise KeyError(f"unknown corruption {name!r}; choose one of {', '.join(CORRUPTIONS)}")
     gen = torch.Generator(device=split.x.device).manual_seed(seed)
     return Split(CORRUPTIONS[name](split.x, level, gen), split.y)
-
-
-@torch.no_grad()
-def count_operations(model: Student, split: Split, steps: int, *, encoding: Encoding = "direct",
-                     chunk_size: int = 250, seed: int = 0) -> SpikeCounter:
-    """Run ``model`` over ``split`` in chunks and count its spikes and operations (input spikes too, when the
-    input is rate-coded)."""
-    counter = SpikeCounter.for_model(model, encoding)
-    device = _model_device(model)
-    gen = torch.Generator(device=device).manual_seed(seed) if encoding == "rate" else None
-    model.eval()
-    for b in batches(split, chunk_size):
-        x_seq = encode(b.x.to(device), steps, encoding, gen)
-        counter.update(model(x_seq), input_spikes=x_seq if encoding == "rate" else None)
-    return counter
 
 
 def pareto_front(frame: pd.DataFrame, cost: str, score: str) -> pd.Series:

@@ -8,18 +8,20 @@ are its submodules, so the training loop optimises them with the student. Every 
 student's :class:`~kdlib.students.SpikingOutput`, the labels and the teacher's
 :class:`~kdlib.models.ModelOutput` (its logits and hidden activations) to a scalar loss and a dict
 of its named parts (for logging).
-Adding a variant is one objective class here plus one entry in ``params.yaml``.
+Adding a method is one objective class, registered with :func:`register` (its loss tag, its parameters'
+schema and how it is built from them), plus one entry in ``params.yaml``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib import params as P
 from kdlib.models import ModelOutput
 from kdlib.students import SpikingOutput
 
@@ -78,26 +80,74 @@ class RateRegressor(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------- objectives
-class Objective(nn.Module):
-    """Base class: cross-entropy on the student's logits. Subclasses add terms."""
+class Shapes(NamedTuple):
+    """What an objective's parts are sized by: time steps, and the student's and teacher's hidden widths."""
 
-    uses_teacher = False  # needs the teacher's ModelOutput
-    trains_teacher = False  # the teacher is fine-tuned with the student (it must not be frozen/cached)
+    steps: int
+    student_widths: Sequence[int]
+    teacher_widths: Sequence[int]
+
+
+# The objectives by loss tag (``variants.<name>.loss`` of params.yaml); filled by :func:`register`.
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register(objective: type[Objective]) -> type[Objective]:
+    """Make ``objective`` the objective of the variants whose ``loss`` is ``objective.loss``.
+
+    Its schema ``objective.Params`` (a :class:`kdlib.params.VariantParams` with that tag) is registered with
+    :func:`kdlib.params.register_variant`, so that ``params.yaml`` entries of the new loss validate.
+    """
+    P.register_variant(objective.Params)
+    tags = get_args(objective.Params.model_fields["loss"].annotation)
+    if objective.loss not in tags:
+        raise ValueError(f"{objective.__name__}.loss = {objective.loss!r} is not a tag of "
+                         f"{objective.Params.__name__} ({', '.join(map(repr, tags))})")
+    if OBJECTIVES.get(objective.loss, objective) is not objective:
+        raise ValueError(f"loss {objective.loss!r} already has the objective {OBJECTIVES[objective.loss].__name__}")
+    OBJECTIVES[objective.loss] = objective
+    return objective
+
+
+@register
+class Objective(nn.Module):
+    """Cross-entropy on the student's logits (scratch, ste); the base of every objective.
+
+    A subclass names its loss tag (``loss``) and its parameters' schema (``Params``), builds itself from a
+    validated entry (:meth:`from_variant`) and is made known with :func:`register`.
+    """
+
+    loss: ClassVar[str] = "ce"
+    Params: ClassVar[type[P.VariantParams]] = P.CEVariant
+    uses_teacher: ClassVar[bool] = False  # needs the teacher's ModelOutput
+    trains_teacher: ClassVar[bool] = False  # the teacher is fine-tuned with the student (it must not be frozen/cached)
     feature_layers: tuple[int, ...] = ()  # teacher hidden layers the objective reads
+
+    @classmethod
+    def from_variant(cls, variant: Any, shapes: Shapes) -> Objective:
+        """The objective of a validated variant entry (an instance of ``cls.Params``)."""
+        return cls()
 
     def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         ce = F.cross_entropy(out.logits, labels)
         return ce, {"ce": ce.detach()}
 
 
+@register
 class Distillation(Objective):
     """(1−α)·CE(z_S, y) + α·KD(z_T, z_S; τ_T, τ_S)."""
 
+    loss = "kd"
+    Params = P.KDVariant
     uses_teacher = True
 
     def __init__(self, alpha: float, tau_teacher: float, tau_student: float) -> None:
         super().__init__()
         self.alpha, self.tau_teacher, self.tau_student = alpha, tau_teacher, tau_student
+
+    @classmethod
+    def from_variant(cls, variant: Any, shapes: Shapes) -> Objective:
+        return cls(variant.alpha, variant.tau_teacher, variant.tau_student)
 
     def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         assert teacher is not None
@@ -107,12 +157,36 @@ class Distillation(Objective):
 
 
 class _FeatureDistillation(Distillation):
-    """Distillation + β · Σ_l feature_term(l); ``layers`` pairs student layer l with teacher layer l."""
+    """Distillation + β · Σ_l feature_term(l); ``layers`` pairs student layer l with teacher layer l.
+
+    A subclass's ``__init__`` takes the KD terms, ``beta``, ``layers`` and the :class:`Shapes` it needs."""
+
+    Params = P.FeatureKDVariant
 
     def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float,
                  layers: Sequence[int]) -> None:
         super().__init__(alpha, tau_teacher, tau_student)
         self.beta, self.feature_layers = beta, tuple(layers)
+
+    @classmethod
+    def from_variant(cls, variant: Any, shapes: Shapes) -> Objective:
+        return cls(**cls._arguments(variant, shapes))
+
+    @classmethod
+    def _arguments(cls, variant: Any, shapes: Shapes) -> dict[str, Any]:
+        """The keyword arguments of ``__init__`` for ``variant``, once its layers are checked."""
+        hidden = min(len(shapes.student_widths), len(shapes.teacher_widths))
+        for layer in variant.layers:
+            if not 0 <= layer < hidden:
+                raise ValueError(f"layers: {layer} is not a hidden layer of both student and teacher (student has "
+                                 f"{len(shapes.student_widths)}, teacher {len(shapes.teacher_widths)})")
+        return {"alpha": variant.alpha, "tau_teacher": variant.tau_teacher, "tau_student": variant.tau_student,
+                "beta": variant.beta, "layers": variant.layers, **cls._sized(shapes)}
+
+    @classmethod
+    def _sized(cls, shapes: Shapes) -> dict[str, Any]:
+        """The :class:`Shapes` fields this objective's ``__init__`` takes."""
+        return {}
 
     def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
@@ -126,20 +200,30 @@ class _FeatureDistillation(Distillation):
         return loss + self.beta * feat, parts
 
 
+@register
 class DecoderDistillation(_FeatureDistillation):
     """KD + β·Σ_l MSE(D_l(s^l), h_T^l) with a trainable :class:`SpikeDecoder` per layer (Liu & Yi)."""
+
+    loss = "decoder_kd"
 
     def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float, layers: Sequence[int],
                  steps: int, student_widths: Sequence[int], teacher_widths: Sequence[int]) -> None:
         super().__init__(alpha, tau_teacher, tau_student, beta, layers)
         self.decoders = nn.ModuleList(SpikeDecoder(steps, student_widths[i], teacher_widths[i]) for i in layers)
 
+    @classmethod
+    def _sized(cls, shapes: Shapes) -> dict[str, Any]:
+        return shapes._asdict()
+
     def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(self.decoders[i](spikes), target.flatten(1))
 
 
+@register
 class AttentionDistillation(_FeatureDistillation):
     """KD + β·Σ_l ‖A(r^l) − A(h_T^l)‖₂ with parameter-free attention maps (LaSNN, layer-wise)."""
+
+    loss = "attention_kd"
 
     def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
         rates = spikes.mean(0)
@@ -147,27 +231,41 @@ class AttentionDistillation(_FeatureDistillation):
         return (student_map - attention_map(target, student_map.shape[1])).norm(dim=1).mean()
 
 
+@register
 class JointDistillation(_FeatureDistillation):
     """(1−α)·CE + α·KD + β·Σ_l MSE(R_l(r^l), h_T^l) with a learned :class:`RateRegressor` (KDSNN)."""
+
+    loss = "joint_kd"
 
     def __init__(self, alpha: float, tau_teacher: float, tau_student: float, beta: float, layers: Sequence[int],
                  student_widths: Sequence[int], teacher_widths: Sequence[int]) -> None:
         super().__init__(alpha, tau_teacher, tau_student, beta, layers)
         self.regressors = nn.ModuleList(RateRegressor(student_widths[i], teacher_widths[i]) for i in layers)
 
+    @classmethod
+    def _sized(cls, shapes: Shapes) -> dict[str, Any]:
+        return {"student_widths": shapes.student_widths, "teacher_widths": shapes.teacher_widths}
+
     def feature_term(self, i: int, spikes: Tensor, target: Tensor) -> Tensor:
         return F.mse_loss(self.regressors[i](spikes), target.flatten(1))
 
 
+@register
 class BidirectionalDistillation(DecoderDistillation):
     """Decoder KD for the student, and the teacher fine-tuned at the same time with
     CE(z_T, y) + γ·KD(z_S, z_T; τ, τ) so that it adapts to the student (Liu & Yi's reverse path)."""
 
+    loss = "bidirectional_kd"
+    Params = P.BidirectionalVariant
     trains_teacher = True
 
     def __init__(self, gamma: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.gamma = gamma
+
+    @classmethod
+    def from_variant(cls, variant: Any, shapes: Shapes) -> Objective:
+        return cls(variant.gamma, **cls._arguments(variant, shapes))
 
     def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
         loss, parts = super().forward(out, labels, teacher)  # every teacher target is detached there
@@ -180,25 +278,8 @@ class BidirectionalDistillation(DecoderDistillation):
 
 def build_objective(variant: Any, steps: int, student_widths: Sequence[int],
                     teacher_widths: Sequence[int]) -> Objective:
-    """The objective of a validated variant entry of ``params.yaml``."""
-    loss = variant.loss
-    if loss == "ce":
-        return Objective()
-    kd = {"alpha": variant.alpha, "tau_teacher": variant.tau_teacher, "tau_student": variant.tau_student}
-    if loss == "kd":
-        return Distillation(**kd)
-    for layer in variant.layers:
-        if not 0 <= layer < min(len(student_widths), len(teacher_widths)):
-            raise ValueError(f"layers: {layer} is not a hidden layer of both student and teacher "
-                             f"(student has {len(student_widths)}, teacher {len(teacher_widths)})")
-    feat = kd | {"beta": variant.beta, "layers": variant.layers}
-    widths = {"student_widths": student_widths, "teacher_widths": teacher_widths}
-    if loss == "decoder_kd":
-        return DecoderDistillation(**feat, steps=steps, **widths)
-    if loss == "bidirectional_kd":
-        return BidirectionalDistillation(gamma=variant.gamma, **feat, steps=steps, **widths)
-    if loss == "attention_kd":
-        return AttentionDistillation(**feat)
-    if loss == "joint_kd":
-        return JointDistillation(**feat, **widths)
-    raise ValueError(f"unknown loss {loss!r}")
+    """The objective of a validated variant entry of ``params.yaml``, found by its ``loss`` in :data:`OBJECTIVES`."""
+    if variant.loss not in OBJECTIVES:
+        raise ValueError(f"loss = {variant.loss!r}: no objective is registered for it "
+                         f"(registered: {', '.join(OBJECTIVES)}); register one with kdlib.losses.register")
+    return OBJECTIVES[variant.loss].from_variant(variant, Shapes(steps, student_widths, teacher_widths))

@@ -1,7 +1,8 @@
-"""Network architectures of the workbook.
+"""The ANN teachers: their architectures, their checkpoints and their training.
 
-Every model returns a :class:`ModelOutput`: the logits and the hidden activations that feature
-distillation uses (teachers: post-ReLU activations of each hidden layer).
+Every teacher returns a :class:`ModelOutput`: the logits and the hidden activations that feature
+distillation uses (the post-ReLU activations of each hidden layer). :func:`train_teacher` trains one with
+cross-entropy in the workbook's one loop (:func:`kdlib.train.fit`).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from kdlib.data import Batch, Dataset
 from kdlib.io import load_model, save_torch
 from kdlib.params import PIXELS, TeacherParams
+from kdlib.train import FitResult, fit
 
 
 class ModelOutput(NamedTuple):
@@ -102,3 +105,17 @@ def load_teacher(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a teacher from :func:`save_teacher`'s file; returns the model (eval mode) and the checkpoint."""
     return load_model(path, "teacher", lambda ckpt: build_teacher(TeacherParams(**ckpt["config"]),
                                                                   ckpt["num_classes"]))
+
+
+def train_teacher(model: nn.Module, data: Dataset, cfg: TeacherParams, device: torch.device | None = None) -> FitResult:
+    """Train an ANN teacher with cross-entropy."""
+
+    def loss_fn(batch: Batch) -> tuple[Tensor, Tensor]:
+        logits = model(batch.x).logits
+        return nn.functional.cross_entropy(logits, batch.y), logits
+
+    return fit(
+        model, data, loss_fn, lambda x: model(x).logits, epochs=cfg.epochs, batch_size=cfg.batch_size,
+        lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, max_shift=cfg.max_shift,
+        desc=f"teacher {data.name}", device=device,
+    )

@@ -15,10 +15,22 @@ the training split. Epoch counts are bounded by :data:`MAX_EPOCHS`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
 # The study's fast twin: every key of params.yaml at values that run in seconds on the offline 5,000 digits.
@@ -95,17 +107,42 @@ class StudentParams(_PerDataset):
     max_shift: int = Field(ge=0, le=4)
 
 
-class _Variant(_Section):
+class VariantParams(_Section):
+    """What every variant entry has: ``loss``, the tag of its objective (each schema narrows it to one or a few
+    literal values), and its overrides of the student section. A method's own hyperparameters are fields of
+    its subclass, registered with :func:`register_variant` (or, with its objective, :func:`kdlib.losses.register`).
+    """
+
+    loss: str
     student: dict[str, Any] = {}  # overrides of the student section for this variant
 
 
-class CEVariant(_Variant):
+# The variant schemas by loss tag: what ``variants.<name>.loss`` may be, and what else the entry holds.
+VARIANTS: dict[str, type[VariantParams]] = {}
+
+
+def register_variant(schema: type[VariantParams]) -> type[VariantParams]:
+    """Make ``schema`` the schema of the variant entries whose ``loss`` is one of its literal tags."""
+    tags = get_args(schema.model_fields["loss"].annotation)
+    if not tags or not issubclass(schema, VariantParams):
+        raise TypeError(f"{schema.__name__}: a variant schema subclasses VariantParams and declares "
+                        "loss: Literal[...] with its tags")
+    for tag in tags:
+        if VARIANTS.get(tag, schema) is not schema:
+            raise ValueError(f"loss {tag!r} already has the schema {VARIANTS[tag].__name__}")
+        VARIANTS[tag] = schema
+    return schema
+
+
+@register_variant
+class CEVariant(VariantParams):
     """Cross-entropy only: the student learns from the labels (scratch, ste)."""
 
     loss: Literal["ce"]
 
 
-class KDVariant(_Variant):
+@register_variant
+class KDVariant(VariantParams):
     """(1-α)·CE + α·τ_T·τ_S·KL(softmax(z_T/τ_T) ‖ softmax(z_S/τ_S)); τ_T ≠ τ_S is heterogeneous KD."""
 
     loss: Literal["kd"]
@@ -114,7 +151,8 @@ class KDVariant(_Variant):
     tau_student: float = Field(gt=0.0)
 
 
-class FeatureKDVariant(_Variant):
+@register_variant
+class FeatureKDVariant(VariantParams):
     """KD plus β times a feature loss on the hidden layers listed in ``layers`` (student layer i ↔ teacher layer i)."""
 
     loss: Literal["decoder_kd", "attention_kd", "joint_kd"]
@@ -125,7 +163,8 @@ class FeatureKDVariant(_Variant):
     layers: list[int] = Field(min_length=1)
 
 
-class BidirectionalVariant(_Variant):
+@register_variant
+class BidirectionalVariant(VariantParams):
     """Decoder KD while the teacher is fine-tuned with CE + γ·KD(z_S → z_T) at learning rate ``teacher_lr``."""
 
     loss: Literal["bidirectional_kd"]
@@ -138,7 +177,10 @@ class BidirectionalVariant(_Variant):
     teacher_lr: float = Field(gt=0.0)
 
 
-Variant = Annotated[CEVariant | KDVariant | FeatureKDVariant | BidirectionalVariant, Field(discriminator="loss")]
+def _variants_adapter() -> TypeAdapter:
+    """Validates a ``variants`` mapping against the registered schemas, chosen by each entry's ``loss``."""
+    schemas = tuple(dict.fromkeys(VARIANTS.values()))
+    return TypeAdapter(dict[str, Annotated[Union[schemas], Field(discriminator="loss")]])  # noqa: UP007
 
 
 class DistillParams(_Section):
@@ -162,7 +204,7 @@ class SpikesParams(_Section):
 class LoihiParams(_Section):
     """Stage 4: the Loihi-compatible student, its training, and how the Lava run is chunked.
 
-    The field names that :func:`kdlib.train.distill` reads (``steps``, ``encoding``, ``epochs``,
+    The field names that :func:`kdlib.distill.distill` reads (``steps``, ``encoding``, ``epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
     """
 
@@ -194,10 +236,15 @@ class Params(_Section):
     data: DataParams
     teacher: TeacherParams
     student: StudentParams
-    variants: dict[str, Variant]
+    variants: dict[str, SerializeAsAny[VariantParams]]  # each entry validated by its loss's schema (VARIANTS)
     distill: DistillParams
     spikes: SpikesParams
     loihi: LoihiParams
+
+    @field_validator("variants", mode="wrap")
+    @classmethod
+    def _variant_schemas(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        return handler(_variants_adapter().validate_python(value, strict=True))
 
 
 def student_for(student: StudentParams, variants: dict[str, Any], name: str, dataset: str,
@@ -271,18 +318,14 @@ def _check_overrides(params: _Section, source: str) -> None:
                     raise _format(err, f"{section}.per_dataset.{dataset}", source) from None
 
 
-LOSSES = ("ce", "kd", "decoder_kd", "attention_kd", "joint_kd", "bidirectional_kd")
-
-
 def _format(err: ValidationError, prefix: str, source: str) -> ParamsError:
     lines = []
     for e in err.errors():
-        loc = list(e["loc"])
+        path = [*(prefix.split(".") if prefix else []), *map(str, e["loc"])]
         # a variant's errors carry its loss tag (variants.<name>.<loss>.<key>): drop the tag
-        tag_at = 0 if prefix.startswith("variants.") else 2 if loc[:1] == ["variants"] else None
-        if tag_at is not None and len(loc) > tag_at + 1 and loc[tag_at] in LOSSES:
-            del loc[tag_at]
-        key = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc))
+        if path[:1] == ["variants"] and len(path) > 3 and path[2] in VARIANTS:
+            del path[2]
+        key = ".".join(path)
         value = "(missing)" if e["type"] == "missing" else repr(e["input"])
         lines.append(f"{source}: {key} = {value}: {e['msg']}")
     return ParamsError("\n".join(lines))
@@ -341,9 +384,9 @@ def notebook_section(model: type[_Section], values: Any, name: str, dataset: str
 def notebook_variant(values: Any, name: str) -> Any:
     """Validate one variant entry injected into a notebook (``variants.<name>`` of ``params.yaml``)."""
     try:
-        return TypeAdapter(Variant).validate_python(values)
+        return _variants_adapter().validate_python({name: values}, strict=True)[name]
     except ValidationError as err:
-        raise _format(err, f"variants.{name}", "notebook parameters") from None
+        raise _format(err, "variants", "notebook parameters") from None
 
 
 def dataset_name(value: Any) -> str:
@@ -351,3 +394,29 @@ def dataset_name(value: Any) -> str:
     if value not in DATASETS:
         raise ParamsError(f"dataset = {value!r}: unknown dataset; choose one of {', '.join(DATASETS)}")
     return value
+
+
+def run_parameters(**sections: Any) -> pd.DataFrame:
+    """The parameters one stage run received, as the table its report opens with: one row per key,
+    named ``section.key`` (nested values flattened with dots), with the value as the run used it.
+
+    A section is a validated parameter model, a dict or a plain value.
+    """
+    import pandas as pd
+
+    rows: dict[str, Any] = {}
+
+    def add(name: str, value: Any) -> None:
+        if hasattr(value, "model_dump"):
+            value = value.model_dump()
+        if isinstance(value, dict):
+            if not value:
+                return
+            for key, item in value.items():
+                add(f"{name}.{key}", item)
+        else:
+            rows[name] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+
+    for name, value in sections.items():
+        add(name, value)
+    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name="parameter"))

@@ -136,9 +136,9 @@ def quick_parameters(stage: str) -> dict:
     report is the exception: run by hand it reads the study's own results and ``params.yaml`` (what a
     reader opening it wants to see) and writes its tables under ``quick/results/report/``.
     """
-    if stage == "report":
-        return {"results_root": str(P.PARAMS_FILE.parent / "results"), "params_file": str(P.PARAMS_FILE),
-                "out_dir": str(results_dir("report", [], QUICK_ROOT))}
+    if stage == "report":  # the study's contract, but its tables go under quick/
+        _, parameters = stage_parameters(stage, None, P.load(), params_file=P.PARAMS_FILE, root=P.PARAMS_FILE.parent)
+        return parameters | {"out_dir": str(results_dir("report", [], QUICK_ROOT))}
     params = P.quick()
     dataset = params.data.datasets[0]
     variant = params.distill.variants[-1] if stage == "distill" else None
@@ -151,10 +151,7 @@ def quick_parameters(stage: str) -> dict:
 
 def run(stage: str, dataset: str | None, *, params_file: Path, root: Path, variant: str | None = None) -> Path:
     """Execute ``stage`` for ``dataset`` (and, for students, ``variant``); return the executed notebook."""
-    if stage not in STAGES:
-        raise P.ParamsError(f"stage = {stage!r}: unknown stage; choose one of {', '.join(STAGES)}")
-    params = P.load(params_file)
-    out_dir, parameters = stage_parameters(stage, dataset, params, params_file=params_file, root=root,
+    out_dir, parameters = stage_parameters(stage, dataset, P.load(params_file), params_file=params_file, root=root,
                                            variant=variant)
     return _execute(STAGES[stage], parameters, out_dir, root)
 

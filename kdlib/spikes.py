@@ -161,7 +161,7 @@ class SpikeCounter:
     a first layer fed real values (direct encoding), paid at every step.
     """
 
-    def __init__(self, fan_outs: Sequence[int], *, input_fan_out: int = 0, input_macs_per_step: int = 0,
+    def __init__(self, fan_outs: Sequence[int], *, input_fan_out: int = 0, input_macs_per_step: int | None = 0,
                  names: Sequence[str] | None = None, check: bool = True) -> None:
         self.fan_outs = list(fan_outs)
         self.names = list(names) if names is not None else [f"layer{i}" for i in range(len(self.fan_outs))]
@@ -179,14 +179,14 @@ class SpikeCounter:
         """A counter for a model with ``fan_outs()`` and ``input_fan_out()`` (the students, the converted MLP).
 
         With direct encoding, the first layer's MACs per step are those of ``model.synapses[0]`` when it is an
-        ``nn.Linear``; pass ``input_macs_per_step`` for any other first layer."""
+        ``nn.Linear``; pass ``input_macs_per_step`` for any other first layer, or they stay unknown (and
+        :meth:`input_macs_per_image` says so)."""
         if encoding == "rate":
             return cls(model.fan_outs(), input_fan_out=model.input_fan_out(), names=names, check=check)
         if input_macs_per_step is None:
             first = model.synapses[0]
-            if not isinstance(first, nn.Linear):
-                raise ValueError("the first layer is not an nn.Linear: pass input_macs_per_step")
-            input_macs_per_step = first.in_features * first.out_features
+            if isinstance(first, nn.Linear):
+                input_macs_per_step = first.in_features * first.out_features
         return cls(model.fan_outs(), input_macs_per_step=input_macs_per_step, names=names, check=check)
 
     @torch.no_grad()
@@ -237,6 +237,9 @@ class SpikeCounter:
     def input_macs_per_image(self) -> int:
         """MACs per image of a first layer that takes real values."""
         self._need_data()
+        if self.input_macs_per_step is None:
+            raise ValueError("the first layer is not an nn.Linear and its MACs per step were not given: "
+                             "build the counter with input_macs_per_step")
         return self.input_macs_per_step * self.steps
 
     def firing_rates(self) -> pd.DataFrame:

@@ -11,6 +11,10 @@ membrane update runs step by step.
 
 Neuron models
 -------------
+Each model is a typed tuple of its constants (:class:`LIFParameters`, :class:`LeakySTEParameters`,
+:class:`BinarySTEParameters`; :func:`neuron_parameters` maps the ``student.neuron`` name onto them), and
+:class:`SpikingNeurons` runs it with an explicit :data:`Backend`.
+
 ``lif``
     Leaky integrate-and-fire without synaptic current (norse's ``lif_box_feed_forward_step``),
     reset to zero, trained with norse's SuperSpike surrogate gradient (Zenke & Ganguli, "SuperSpike:
@@ -46,8 +50,44 @@ from kdlib import native
 from kdlib.io import load_model, save_torch
 from kdlib.params import PIXELS, StudentParams
 
-Neuron = Literal["lif", "ste-continuous", "ste-discontinuous"]
-NEURONS: tuple[str, ...] = ("lif", "ste-continuous", "ste-discontinuous")
+
+class LIFParameters(NamedTuple):
+    """``lif``: leaky integrate-and-fire without synaptic current (norse's LIF box), v' = v + (I − v)/τ, a spike
+    where v' > v_th, reset to zero; SuperSpike surrogate gradient."""
+
+    tau_mem: float  # membrane time constant, in time steps
+    v_th: float
+
+
+class LeakySTEParameters(NamedTuple):
+    """``ste-continuous``: a leaky membrane carried across steps, v' = (1 − 1/τ)·v + I, a spike where v' > v_th,
+    reset by subtraction; straight-through gradient."""
+
+    tau_mem: float
+    v_th: float
+
+
+class BinarySTEParameters(NamedTuple):
+    """``ste-discontinuous``: every step thresholded on its own, a spike where I > v_th; straight-through gradient."""
+
+    v_th: float
+
+
+NeuronParameters = LIFParameters | LeakySTEParameters | BinarySTEParameters
+# Which code runs the LIF membrane: the compiled kernel of kdlib.native, the eager PyTorch loop (same numbers,
+# the fallback without a C compiler), norse's own step function (the reference), or "auto": the kernel where it
+# is usable, else the eager loop. The straight-through neurons always run in PyTorch.
+Backend = Literal["auto", "native", "torch", "norse"]
+BACKENDS: tuple[str, ...] = ("auto", "native", "torch", "norse")
+
+
+def neuron_parameters(cfg: StudentParams) -> NeuronParameters:
+    """The neuron model that ``cfg.neuron`` names, with the section's constants."""
+    if cfg.neuron == "lif":
+        return LIFParameters(cfg.tau_mem, cfg.v_th)
+    if cfg.neuron == "ste-continuous":
+        return LeakySTEParameters(cfg.tau_mem, cfg.v_th)
+    return BinarySTEParameters(cfg.v_th)
 
 
 class SpikingOutput(NamedTuple):
@@ -69,7 +109,7 @@ class Student(Protocol):
     Called on an input sequence (T, B, *input_shape) it returns a :class:`SpikingOutput`; the three
     counts are what spike and operation counting (:class:`kdlib.spikes.SpikeCounter`) read. Implemented by
     :class:`SpikingMLP`, :class:`SpikingCNN`, the converted ANN (:class:`kdlib.conversion.ConvertedMLP`)
-    and the Loihi student (:class:`kdlib.loihi.LoihiMLP`).
+    and the Loihi student (:class:`kdlib.slayer.LoihiMLP`).
     """
 
     def __call__(self, x_seq: Tensor) -> SpikingOutput: ...
@@ -114,9 +154,10 @@ class _LIFSequence(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, current: Tensor, tau_mem: float, v_th: float) -> Tensor:
+    def forward(ctx: torch.autograd.function.FunctionCtx, current: Tensor, tau_mem: float, v_th: float,
+                use_native: bool) -> Tensor:
         keep, gain = 1.0 - 1.0 / tau_mem, 1.0 / tau_mem
-        if native.usable(current):
+        if use_native:
             potentials, spikes = native.lif_forward(current, keep, gain, v_th)
         else:
             potentials, spikes = torch.empty_like(current), torch.empty_like(current)
@@ -126,15 +167,15 @@ class _LIFSequence(torch.autograd.Function):
                 z = torch.gt(pot, v_th, out=spikes[t])  # 0/1 floats: boolean masks are slow on the CPU
                 torch.addcmul(pot, pot, z, value=-1.0, out=v)  # reset to zero: v' − v'·z is exactly 0 or v'
         ctx.save_for_backward(potentials, spikes)
-        ctx.tau_mem, ctx.v_th = tau_mem, v_th
+        ctx.tau_mem, ctx.v_th, ctx.use_native = tau_mem, v_th, use_native
         return spikes
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad_spikes: Tensor) -> tuple[Tensor, None, None, None]:
         potentials, spikes = ctx.saved_tensors
         keep, gain = 1.0 - 1.0 / ctx.tau_mem, 1.0 / ctx.tau_mem
-        if native.usable(potentials):
-            return native.lif_backward(grad_spikes, potentials, keep, gain, ctx.v_th), None, None
+        if ctx.use_native:
+            return native.lif_backward(grad_spikes, potentials, keep, gain, ctx.v_th), None, None, None
         grad_pre = torch.empty_like(potentials)  # dL/dv' of every step (times 1/τ at the end: dL/dI)
         grad_v = torch.zeros_like(potentials[0])  # dL/dv after the reset of step t
         surrogate, survived, through_spike = (torch.empty_like(grad_v) for _ in range(3))
@@ -146,44 +187,66 @@ class _LIFSequence(torch.autograd.Function):
             torch.neg(spikes[t], out=survived).add_(1.0)
             g = torch.mul(grad_v, survived, out=grad_pre[t]).add_(through_spike)
             torch.mul(g, keep, out=grad_v)
-        return grad_pre.mul_(gain), None, None
+        return grad_pre.mul_(gain), None, None, None
 
 
 class SpikingNeurons(nn.Module):
-    """A population of spiking neurons driven by an input current sequence (T, B, *shape)."""
+    """A population of spiking neurons of one model (``params``) driven by an input current sequence (T, B, *shape).
 
-    def __init__(self, neuron: Neuron, *, tau_mem: float, v_th: float, fused: bool = True) -> None:
+    ``backend`` chooses the code of the LIF membrane (:data:`Backend`); every backend gives the same spikes and,
+    up to the order of floating-point operations, the same gradients (tests check them against norse's step).
+    """
+
+    def __init__(self, params: NeuronParameters, backend: Backend = "auto") -> None:
         super().__init__()
-        self.fused = fused  # lif: the whole sequence in one autograd node (same numbers as norse's step)
-        if neuron not in NEURONS:
-            raise ValueError(f"unknown neuron {neuron!r}; choose one of {', '.join(NEURONS)}")
-        self.neuron, self.tau_mem, self.v_th = neuron, tau_mem, v_th
-        self.params = LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / tau_mem), v_th=torch.as_tensor(v_th),
-                                       method="super")
+        if not isinstance(params, LIFParameters | LeakySTEParameters | BinarySTEParameters):
+            raise TypeError(f"params = {params!r}: not a neuron model; use LIFParameters, LeakySTEParameters "
+                            "or BinarySTEParameters")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend = {backend!r}: unknown; choose one of {', '.join(BACKENDS)}")
+        if backend not in ("auto", "torch") and not isinstance(params, LIFParameters):
+            raise ValueError(f"backend = {backend!r} runs LIF neurons only; {type(params).__name__} runs in PyTorch")
+        self.params, self.backend = params, backend
 
     def forward(self, current: Tensor) -> Tensor:
-        if self.neuron == "ste-discontinuous":
-            return StraightThrough.apply(current - self.v_th)
-        if self.neuron == "lif" and self.fused:
-            return _LIFSequence.apply(current, self.tau_mem, self.v_th)
-        spikes = []
-        v = torch.zeros_like(current[0])
-        if self.neuron == "lif":  # norse's step function, one call per time step
-            state = LIFBoxFeedForwardState(v=v)
-            for i_t in current:
-                z, state = lif_box_feed_forward_step(i_t, state, self.params, dt=1.0)
-                spikes.append(z)
-        else:  # ste-continuous: leaky integration, reset by subtraction
-            decay = 1.0 - 1.0 / self.tau_mem
-            for i_t in current:
-                v = decay * v + i_t
-                z = StraightThrough.apply(v - self.v_th)
-                v = v - z * self.v_th
-                spikes.append(z)
-        return torch.stack(spikes)
+        p = self.params
+        if isinstance(p, BinarySTEParameters):
+            return StraightThrough.apply(current - p.v_th)
+        if isinstance(p, LeakySTEParameters):
+            return _leaky_ste(current, p)
+        if self.backend == "norse":
+            return _norse_lif(current, p)
+        use_native = native.usable(current)
+        if self.backend == "native" and not use_native:
+            raise RuntimeError("backend = 'native': the compiled LIF kernel is not usable here (no C compiler, "
+                               "KDLIB_NATIVE=0, or a tensor off the CPU); use 'auto' or 'torch'")
+        use_native = use_native and self.backend != "torch"
+        return _LIFSequence.apply(current, p.tau_mem, p.v_th, use_native)
 
     def extra_repr(self) -> str:
-        return f"neuron={self.neuron}, tau_mem={self.tau_mem}, v_th={self.v_th}"
+        return f"{self.params}, backend={self.backend}"
+
+
+def _leaky_ste(current: Tensor, p: LeakySTEParameters) -> Tensor:
+    """Leaky integration over the steps, reset by subtraction, straight-through spikes."""
+    spikes, v, decay = [], torch.zeros_like(current[0]), 1.0 - 1.0 / p.tau_mem
+    for i_t in current:
+        v = decay * v + i_t
+        z = StraightThrough.apply(v - p.v_th)
+        v = v - z * p.v_th
+        spikes.append(z)
+    return torch.stack(spikes)
+
+
+def _norse_lif(current: Tensor, p: LIFParameters) -> Tensor:
+    """norse's LIF-box step function, one call per time step: the reference the other backends match."""
+    params = LIFBoxParameters(tau_mem_inv=torch.as_tensor(1.0 / p.tau_mem), v_th=torch.as_tensor(p.v_th),
+                              method="super")
+    state, spikes = LIFBoxFeedForwardState(v=torch.zeros_like(current[0])), []
+    for i_t in current:
+        z, state = lif_box_feed_forward_step(i_t, state, params, dt=1.0)
+        spikes.append(z)
+    return torch.stack(spikes)
 
 
 def over_time(layer: nn.Module, x_seq: Tensor) -> Tensor:
@@ -220,12 +283,12 @@ class DenseLayers:
 class SpikingMLP(DenseLayers, nn.Module):
     """Fully connected spiking network: input → [Linear → spiking neurons] × L → Linear readout."""
 
-    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *, neuron: Neuron, tau_mem: float,
-                 v_th: float) -> None:
+    def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *, neuron: NeuronParameters,
+                 backend: Backend = "auto") -> None:
         super().__init__()
         widths = (in_features, *hidden)
         self.synapses = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem=tau_mem, v_th=v_th) for _ in hidden)
+        self.neurons = nn.ModuleList(SpikingNeurons(neuron, backend) for _ in hidden)
         self.head = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x_seq: Tensor) -> SpikingOutput:
@@ -240,7 +303,7 @@ class SpikingCNN(nn.Module):
     """Convolutional spiking network: two 3×3 conv blocks (conv → neurons → 2×2 average pooling),
     one dense spiking layer and a linear readout."""
 
-    def __init__(self, hidden: int, num_classes: int, *, neuron: Neuron, tau_mem: float, v_th: float,
+    def __init__(self, hidden: int, num_classes: int, *, neuron: NeuronParameters, backend: Backend = "auto",
                  in_channels: int = 1, channels: tuple[int, int] = (16, 32), image_size: int = 28) -> None:
         super().__init__()
         c1, c2 = channels
@@ -249,7 +312,7 @@ class SpikingCNN(nn.Module):
             nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c1, c2, 3, padding=1)),
             nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(c2 * (image_size // 4) ** 2, hidden)),
         ])
-        self.neurons = nn.ModuleList(SpikingNeurons(neuron, tau_mem=tau_mem, v_th=v_th) for _ in range(3))
+        self.neurons = nn.ModuleList(SpikingNeurons(neuron, backend) for _ in range(3))
         self.head = nn.Linear(hidden, num_classes)
         self._shapes = [(c1, image_size, image_size), (c2, image_size // 2, image_size // 2), (hidden,)]
 
@@ -275,12 +338,11 @@ class SpikingCNN(nn.Module):
 def build_student(cfg: StudentParams, num_classes: int = 10, seed: int = 0) -> nn.Module:
     """The student described by ``cfg`` (:class:`kdlib.params.StudentParams`), initialised from ``seed``."""
     torch.manual_seed(seed)
-    neuron = {"neuron": cfg.neuron, "tau_mem": cfg.tau_mem, "v_th": cfg.v_th}
     if cfg.arch == "mlp":
-        return SpikingMLP(PIXELS, tuple(cfg.hidden), num_classes, **neuron)
+        return SpikingMLP(PIXELS, tuple(cfg.hidden), num_classes, neuron=neuron_parameters(cfg))
     if len(cfg.hidden) != 1:
         raise ValueError(f"student.hidden must have one width for arch 'cnn', got {cfg.hidden}")
-    return SpikingCNN(cfg.hidden[0], num_classes, **neuron)
+    return SpikingCNN(cfg.hidden[0], num_classes, neuron=neuron_parameters(cfg))
 
 
 def save_student(path: str | Path, student: Student, cfg: Any, variant: Any, dataset: str, num_classes: int,

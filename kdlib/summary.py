@@ -10,33 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-
-
-def run_parameters(**sections: Any) -> pd.DataFrame:
-    """The parameters one stage run received, as the table its report opens with: one row per key,
-    named ``section.key`` (nested values flattened with dots), with the value as the run used it.
-
-    A section is a validated parameter model (``kdlib.params``), a dict or a plain value.
-    """
-    rows: dict[str, Any] = {}
-
-    def add(name: str, value: Any) -> None:
-        if hasattr(value, "model_dump"):
-            value = value.model_dump()
-        if isinstance(value, dict):
-            if not value:
-                return
-            for key, item in value.items():
-                add(f"{name}.{key}", item)
-        else:
-            rows[name] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
-
-    for name, value in sections.items():
-        add(name, value)
-    return pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=pd.Index(list(rows), name="parameter"))
 
 
 def load_metrics(root: Path, stage: str) -> pd.DataFrame:

@@ -3,23 +3,18 @@
 :func:`fit` trains any model with any loss: the caller gives a ``loss_fn`` that maps a batch to
 ``(loss, logits)`` and a ``predict_fn`` that maps a batch of images to logits for evaluation. The
 loop is seeded and deterministic on CPU, picks CUDA when present, selects the epoch with the best
-validation accuracy, and can resume from its last complete epoch.
-
-:func:`distill_seeds` is one distillation run of the pipeline: the student of one variant trained,
-evaluated and saved once per seed, the seeds in parallel worker processes on a multi-core CPU.
+validation accuracy, and can resume from its last complete epoch. The teacher's training
+(:func:`kdlib.models.train_teacher`) and the students' (:func:`kdlib.distill.distill`) are two losses
+given to it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-import multiprocessing
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,12 +23,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from kdlib.data import Batch, Dataset, Encoding, Split, batches, encode, load_dataset, random_shift
+from kdlib.data import Batch, Dataset, Split, batches, random_shift
 from kdlib.io import load_torch, save_torch
-from kdlib.losses import Objective, build_objective
-from kdlib.models import ModelOutput, load_teacher
-from kdlib.spikes import SpikeCounter
-from kdlib.students import SpikingOutput, Student, build_student, save_student
 
 LossFn = Callable[[Batch], tuple[Tensor, Tensor]]
 PredictFn = Callable[[Tensor], Tensor]
@@ -187,216 +178,3 @@ def fit(
         history=history, best_epoch=best[1], best_val_accuracy=best[0], train_seconds=seconds,
         images_per_second=len(data.train) * epochs / max(seconds, 1e-9),
     )
-
-
-def train_teacher(model: nn.Module, data: Dataset, cfg: Any, device: torch.device | None = None) -> FitResult:
-    """Train an ANN teacher with cross-entropy (``cfg`` is a :class:`kdlib.params.TeacherParams`)."""
-
-    def loss_fn(batch: Batch) -> tuple[Tensor, Tensor]:
-        logits = model(batch.x).logits
-        return nn.functional.cross_entropy(logits, batch.y), logits
-
-    return fit(
-        model, data, loss_fn, lambda x: model(x).logits, epochs=cfg.epochs, batch_size=cfg.batch_size,
-        lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, max_shift=cfg.max_shift,
-        desc=f"teacher {data.name}", device=device,
-    )
-
-
-@torch.no_grad()
-def teacher_targets(teacher: nn.Module, split: Split, layers: Sequence[int], batch_size: int = 1000,
-                    device: torch.device | None = None) -> ModelOutput:
-    """The frozen teacher's logits and the listed hidden layers' activations for a whole split, computed
-    once (in bounded chunks) and kept on the CPU; other layers are left empty."""
-    device = device or default_device()
-    teacher.eval().to(device)
-    logits, feats = [], {layer: [] for layer in layers}
-    for b in batches(split, batch_size):
-        out = teacher(b.x.to(device))
-        logits.append(out.logits.cpu())
-        for layer in layers:
-            feats[layer].append(out.features[layer].cpu())
-    n_layers = max(layers, default=-1) + 1
-    features = [torch.cat(feats[i]) if i in feats else torch.empty(0) for i in range(n_layers)]
-    return ModelOutput(torch.cat(logits), features)
-
-
-def run_student(student: Student, x: Tensor, steps: int, encoding: Encoding,
-                generator: torch.Generator | None = None) -> SpikingOutput:
-    """Encode a batch of images into ``steps`` time steps and run the student on it."""
-    return student(encode(x, steps, encoding, generator))
-
-
-def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
-            teacher: nn.Module | None = None, teacher_lr: float | None = None,
-            device: torch.device | None = None, resume_path: str | Path | None = None) -> FitResult:
-    """Train a spiking student with a variant's objective (``cfg``: :class:`kdlib.params.StudentParams`).
-
-    A frozen teacher's outputs on the training set are computed once, before the first epoch, and
-    looked up by image index afterwards, unless training images are randomly shifted
-    (``cfg.max_shift``): then the teacher sees each shifted batch. A teacher that the objective
-    fine-tunes (``objective.trains_teacher``) runs on every batch and is optimised at ``teacher_lr``.
-    """
-    device = device or default_device()
-    if objective.uses_teacher and teacher is None:
-        raise ValueError(f"{type(objective).__name__} needs a teacher")
-    cached = None
-    live_teacher = objective.trains_teacher or (objective.uses_teacher and cfg.max_shift > 0)
-    if teacher is not None:
-        teacher.eval().to(device)  # fit() switches it to training mode only if it is fine-tuned
-    if objective.uses_teacher and not live_teacher:
-        cached = teacher_targets(teacher, data.train, objective.feature_layers, device=device)
-    encode_gen = torch.Generator(device=device).manual_seed(seed) if cfg.encoding == "rate" else None
-    modules = nn.ModuleDict({"student": student, "objective": objective})
-    groups = None
-    if objective.trains_teacher:
-        modules["teacher"] = teacher
-        groups = [{"params": [*student.parameters(), *objective.parameters()]},
-                  {"params": list(teacher.parameters()), "lr": teacher_lr}]
-
-    def loss_fn(batch: Batch) -> tuple[Tensor, Tensor]:
-        out = run_student(student, batch.x, cfg.steps, cfg.encoding, encode_gen)
-        targets = None
-        if live_teacher:
-            with torch.set_grad_enabled(objective.trains_teacher):
-                t_out = teacher(batch.x)
-            targets = t_out
-        elif cached is not None:
-            idx = batch.index
-            targets = ModelOutput(cached.logits[idx].to(device),
-                                  [f[idx].to(device) if f.numel() else f for f in cached.features])
-        loss, _ = objective(out, batch.y, targets)
-        return loss, out.logits
-
-    def predict_fn(x: Tensor) -> Tensor:
-        gen = torch.Generator(device=x.device).manual_seed(seed) if cfg.encoding == "rate" else None
-        return run_student(student, x, cfg.steps, cfg.encoding, gen).logits
-
-    return fit(modules, data, loss_fn, predict_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-               weight_decay=cfg.weight_decay, seed=seed, max_shift=cfg.max_shift, param_groups=groups,
-               resume_path=resume_path,
-               desc=f"student {data.name}", device=device)
-
-
-@dataclass
-class StudentEvaluation:
-    """A student's accuracy on a split, its logits, and spikes and synaptic operations per image."""
-
-    accuracy: float
-    logits: Tensor
-    spikes_per_image: dict[str, float]
-    synops_per_image: float
-
-
-@torch.no_grad()
-def evaluate_student(student: Student, split: Split, cfg: Any, *, seed: int = 0, batch_size: int = 1000,
-                     device: torch.device | None = None) -> StudentEvaluation:
-    """Run a student over a split in chunks; count spikes by layer and synaptic operations
-    (:class:`kdlib.spikes.SpikeCounter`: spikes × fan-out, plus input spikes × the first layer's fan-out
-    when the input is rate-coded)."""
-    device = device or default_device()
-    student.eval().to(device)
-    rate = cfg.encoding == "rate"
-    gen = torch.Generator(device=device).manual_seed(seed) if rate else None
-    counter = SpikeCounter(student.fan_outs(), input_fan_out=student.input_fan_out() if rate else 0)
-    logits = []
-    for b in batches(split, batch_size):
-        x_seq = encode(b.x.to(device), cfg.steps, cfg.encoding, gen)
-        out = student(x_seq)
-        logits.append(out.logits.float().cpu())
-        counter.update(out, input_spikes=x_seq if rate else None)
-    logits_all = torch.cat(logits)
-    spikes = {name: round(count, 3) for name, count in counter.spikes_per_image().items()}
-    return StudentEvaluation(accuracy(logits_all, split.y), logits_all, spikes, round(counter.synops_per_image(), 1))
-
-
-@dataclass
-class SeedRun:
-    """One student of a distillation run: its metrics (as saved in its checkpoint) and its training history."""
-
-    metrics: dict[str, Any]
-    history: list[dict[str, float]]
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's CPU kernels on one thread inside the block."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def distill_seed(dataset: str, data_cfg: Any, cfg: Any, variant_name: str, spec: Any, seed: int, *,
-                 teacher_path: str | Path, checkpoint: str | Path, device: torch.device | None = None) -> SeedRun:
-    """Train, evaluate and save the student of one variant from one seed.
-
-    ``data_cfg``, ``cfg`` and ``spec`` are the validated ``data``, ``student`` and variant sections. The
-    teacher is loaded afresh from ``teacher_path`` (bidirectional KD fine-tunes it). The selected student is
-    evaluated on the test set (accuracy, spikes and synaptic operations per image) and written to
-    ``checkpoint`` with its metrics and, when fine-tuned, the teacher.
-
-    On the CPU the student trains on one thread, so that the seeds of a run can train side by side, one per
-    core (:func:`distill_seeds`); its numbers do not depend on that (:mod:`kdlib.reproducibility`).
-    """
-    device = device or default_device()
-    with one_thread() if device.type == "cpu" else contextlib.nullcontext():
-        ds = load_dataset(dataset, val_size=data_cfg.val_size, split_seed=data_cfg.split_seed)
-        teacher, _ = load_teacher(teacher_path)
-        net = build_student(cfg, ds.num_classes, seed)
-        objective = build_objective(spec, cfg.steps, net.layer_widths(), teacher.hidden_widths())
-        result = distill(net, objective, ds, cfg, seed=seed, teacher=teacher,
-                         teacher_lr=getattr(spec, "teacher_lr", None), device=device)
-        ev = evaluate_student(net, ds.test, cfg, seed=seed, device=device)
-        metrics: dict[str, Any] = {
-            "dataset": dataset, "variant": variant_name, "seed": seed, "steps": cfg.steps,
-            "test_accuracy": ev.accuracy, "val_accuracy": result.best_val_accuracy,
-            "best_epoch": result.best_epoch, "epochs": cfg.epochs, "spikes_per_image": ev.spikes_per_image,
-            "synops_per_image": ev.synops_per_image, "train_seconds": round(result.train_seconds, 2),
-            "train_images_per_second": round(result.images_per_second, 1),
-        }
-        if objective.trains_teacher:
-            teacher_logits = predict(lambda x: teacher(x).logits, ds.test, device=device)
-            metrics["finetuned_teacher_test_accuracy"] = accuracy(teacher_logits, ds.test.y)
-        save_student(checkpoint, net, cfg, spec, dataset, ds.num_classes, metrics,
-                     teacher if objective.trains_teacher else None)
-    return SeedRun(metrics, result.history)
-
-
-def parallel_workers(jobs: int, device: torch.device | None = None) -> int:
-    """How many worker processes :func:`distill_seeds` uses for ``jobs`` students by default.
-
-    One on a GPU or a single core. On a CPU with c > 1 cores, up to c + 1 workers (a student trains on one
-    thread, see :func:`distill_seed`): one more worker than cores keeps every core busy while a worker
-    starts up or evaluates, and three seeds on two cores finish together instead of the third one alone.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if (device or default_device()).type != "cpu" or cores < 2:
-        return 1
-    return max(1, min(jobs, cores + 1))
-
-
-def distill_seeds(dataset: str, data_cfg: Any, cfg: Any, variant_name: str, spec: Any, seeds: Sequence[int], *,
-                  teacher_path: str | Path, checkpoint: Callable[[int], Path], workers: int | None = None,
-                  device: torch.device | None = None) -> list[SeedRun]:
-    """:func:`distill_seed` for every seed (``checkpoint(seed)``: where its student goes), in seed order.
-
-    With more than one worker (default: :func:`parallel_workers`), the seeds train in worker processes;
-    a student's numbers are the same either way, since it always trains on one CPU thread.
-    """
-    device = device or default_device()
-    workers = parallel_workers(len(seeds), device) if workers is None else workers
-    args = [(dataset, data_cfg, cfg, variant_name, spec, seed) for seed in seeds]
-    if workers <= 1 or len(seeds) <= 1:
-        return [distill_seed(*a, teacher_path=teacher_path, checkpoint=checkpoint(a[-1]), device=device)
-                for a in args]
-    # Workers fork from a server process that imported kdlib (and torch) once, before any thread or CUDA
-    # state existed: they start at once instead of each importing for seconds.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(distill_seed, *a, teacher_path=teacher_path, checkpoint=checkpoint(a[-1]),
-                               device=device) for a in args]
-        return [f.result() for f in futures]

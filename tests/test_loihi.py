@@ -1,5 +1,6 @@
-"""Tests for :mod:`kdlib.loihi`: Lava runs the exported student bit-exactly, image after image; the energy
-model; the NIR round trip; training the Loihi student with a distillation objective."""
+"""Tests for :mod:`kdlib.slayer`, :mod:`kdlib.deploy` and :mod:`kdlib.nir_export`: Lava runs the exported
+student bit-exactly, image after image; the energy model; the NIR round trip; training the Loihi student
+with a distillation objective."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import loihi
+from kdlib import deploy, nir_export, slayer
 from kdlib import params as P
 from kdlib.data import Dataset, Split
+from kdlib.distill import distill
 from kdlib.losses import build_objective
-from kdlib.models import build_teacher
+from kdlib.models import build_teacher, train_teacher
 from kdlib.params import KDVariant
 from kdlib.spikes import loihi_estimate
-from kdlib.students import SpikingMLP
-from kdlib.train import distill, train_teacher
+from kdlib.students import LeakySTEParameters, LIFParameters, SpikingMLP
 
 pytest.importorskip("lava.lib.dl.slayer")
 
@@ -26,10 +27,10 @@ CUBA = {"threshold": 1.25, "current_decay": 1.0, "voltage_decay": 0.1, "tau_grad
         "logit_scale": 0.5}
 
 
-def _tiny_student(hidden: tuple[int, ...] = (8, 6)) -> loihi.LoihiMLP:
+def _tiny_student(hidden: tuple[int, ...] = (8, 6)) -> slayer.LoihiMLP:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = loihi.LoihiMLP(16, hidden, 4, **CUBA)
+        net = slayer.LoihiMLP(16, hidden, 4, **CUBA)
         with torch.no_grad():
             for block in net.blocks:
                 block.synapse.weight.mul_(4.0)  # enough drive for every layer to spike
@@ -44,20 +45,20 @@ def _random_chunks(images: list[int], steps: int, features: int = 16) -> list[to
 def test_lava_stream_matches_pytorch_fixed_point(tmp_path: Path) -> None:
     net, steps = _tiny_student(), 6
     chunks = _random_chunks([5, 3], steps)  # two Lava runs, several images each, reset between images
-    expected = loihi.run_torch(net, chunks)
+    expected = deploy.run_torch(net, chunks)
     assert (expected.layers.sum(0) > 0).all() and expected.outputs.sum() > 0
 
-    run = loihi.run_lava(net.export_hdf5(tmp_path / "tiny.net"), chunks, total=len(chunks))
+    run = deploy.run_lava(net.export_hdf5(tmp_path / "tiny.net"), chunks, total=len(chunks))
 
     np.testing.assert_array_equal(run.counts.outputs, expected.outputs)
     np.testing.assert_array_equal(run.counts.layers, expected.layers)
     np.testing.assert_array_equal(run.counts.inputs, expected.inputs)
     depth = len(net.blocks)
     assert run.steps == (5 * steps + depth) + (3 * steps + depth)
-    frame = loihi.compare(np.zeros(8, dtype=int), run.counts, expected)
+    frame = deploy.compare(np.zeros(8, dtype=int), run.counts, expected)
     assert frame.same_prediction.all() and frame.same_output_counts.all() and frame.same_layer_spikes.all()
 
-    trains = loihi.lava_spike_trains(tmp_path / "tiny.net", chunks[0])  # step by step, every layer
+    trains = deploy.lava_spike_trains(tmp_path / "tiny.net", chunks[0])  # step by step, every layer
     with torch.no_grad():
         reference = net(chunks[0]).spikes
     for got, want in zip(trains, reference, strict=True):
@@ -66,15 +67,15 @@ def test_lava_stream_matches_pytorch_fixed_point(tmp_path: Path) -> None:
 
 def test_spike_chunks_are_reproducible() -> None:
     split = Split(torch.rand(7, 1, 28, 28), torch.zeros(7, dtype=torch.long))
-    first, second = list(loihi.spike_chunks(split, 3, 4, seed=2)), list(loihi.spike_chunks(split, 3, 4, seed=2))
+    first, second = list(deploy.spike_chunks(split, 3, 4, seed=2)), list(deploy.spike_chunks(split, 3, 4, seed=2))
     assert [c.shape[1] for c in first] == [4, 3]
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 def test_operation_counts_and_loihi_energy_by_hand() -> None:
     net = _tiny_student()  # 16 -> 8 -> 6 -> 4
-    counts = loihi.ImageSpikes(outputs=np.array([[3, 1, 3, 0], [0, 2, 1, 0]]), layers=np.array([[10, 5, 7], [4, 2, 3]]),
-                               inputs=np.array([20, 30]))
+    counts = deploy.ImageSpikes(outputs=np.array([[3, 1, 3, 0], [0, 2, 1, 0]]),
+                                layers=np.array([[10, 5, 7], [4, 2, 3]]), inputs=np.array([20, 30]))
     synops = counts.synops(net)
     assert synops.tolist() == [20 * 8 + 10 * 6 + 5 * 4 + 7 * 0, 30 * 8 + 4 * 6 + 2 * 4 + 3 * 0]
     assert counts.neuron_updates(net, steps=6) == (8 + 6 + 4) * 6
@@ -92,20 +93,20 @@ def test_operation_counts_and_loihi_energy_by_hand() -> None:
 
 def test_nir_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    student = SpikingMLP(784, (12, 10), 10, neuron="lif", tau_mem=3.0, v_th=0.8)
-    graph = loihi.export_nir(student, tmp_path / "student.nir")
-    back = loihi.read_nir(tmp_path / "student.nir")
+    student = SpikingMLP(784, (12, 10), 10, neuron=LIFParameters(3.0, 0.8))
+    graph = nir_export.export_nir(student, tmp_path / "student.nir")
+    back = nir_export.read_nir(tmp_path / "student.nir")
 
-    assert loihi.nir_differences(graph, back) == []
+    assert nir_export.nir_differences(graph, back) == []
     assert [type(back.nodes[k]).__name__ for k in ("0", "1", "2", "3", "4")] == ["Affine", "LIF", "Affine", "LIF",
                                                                                "Affine"]
     np.testing.assert_array_equal(back.nodes["2"].weight, student.synapses[1].weight.detach().numpy())
     np.testing.assert_allclose(back.nodes["1"].tau, 3.0)
     x_seq = torch.bernoulli(torch.full((6, 3, 1, 28, 28), 0.3))
-    torch.testing.assert_close(loihi.replay_nir(back, x_seq), student(x_seq).outputs.detach())
+    torch.testing.assert_close(nir_export.replay_nir(back, x_seq), student(x_seq).outputs.detach())
     with pytest.raises(ValueError, match="lif"):
-        ste = SpikingMLP(784, (4,), 10, neuron="ste-continuous", tau_mem=2.0, v_th=1.0)
-        loihi.export_nir(ste, tmp_path / "ste.nir")
+        ste = SpikingMLP(784, (4,), 10, neuron=LeakySTEParameters(2.0, 1.0))
+        nir_export.export_nir(ste, tmp_path / "ste.nir")
 
 
 def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset) -> None:
@@ -118,7 +119,7 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
     teacher = build_teacher(teacher_cfg)
     train_teacher(teacher, data, teacher_cfg, device=torch.device("cpu"))
     cfg = P.quick_section("loihi", hidden=[32], steps=4, epochs=3, batch_size=50, max_shift=1)
-    net = loihi.build_loihi_student(cfg, seed=cfg.seed)
+    net = slayer.build_loihi_student(cfg, seed=cfg.seed)
     variant = KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=1.0)
     objective = build_objective(variant, cfg.steps, net.hidden_widths(), teacher.hidden_widths())
 
@@ -131,7 +132,7 @@ def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset
 
 def test_an_untrained_student_exports_and_runs_in_lava(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = loihi.LoihiMLP(16, (8,), 4, **CUBA)  # never run forward before the export
+    net = slayer.LoihiMLP(16, (8,), 4, **CUBA)  # never run forward before the export
     path = net.export_hdf5(tmp_path / "fresh.net")
     chunks = [(torch.rand(3, 5, 16) < 0.5).float()]
-    assert np.array_equal(loihi.run_lava(path, chunks).counts.outputs, loihi.run_torch(net, chunks).outputs)
+    assert np.array_equal(deploy.run_lava(path, chunks).counts.outputs, deploy.run_torch(net, chunks).outputs)

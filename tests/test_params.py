@@ -107,7 +107,7 @@ def test_per_dataset_overrides(tmp_path: Path) -> None:
     ({"variants.kd": {"loss": "kd", "alpha": 0.5, "tau_teacher": -4.0, "tau_student": 4.0}},
      "params.yaml: variants.kd.tau_teacher = -4.0:", []),
     ({"variants.kd": {"loss": "kld"}}, "params.yaml: variants.kd = {'loss': 'kld'}:",
-     list(map(repr, P.LOSSES))),
+     list(map(repr, P.VARIANTS))),
     ({"variants.scratch": {"loss": "ce", "student": {"steps": -1}}},
      "params.yaml: variants.scratch.student.steps = -1:", []),
     ({"distill.variants": ["kd", "fitnet"]}, "params.yaml: distill.variants.1 = 'fitnet': not defined under variants",

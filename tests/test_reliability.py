@@ -28,8 +28,9 @@ def _long_teacher(work: Path) -> None:
 
 
 def _wait_for_training(work: Path, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    """Block until papermill marks the notebook's training cell as running (found by the call it makes:
-    papermill saves a cell's outputs only every 30 s, too late for a signal of its own)."""
+    """Block until papermill marks the notebook's training cell (the cell tagged ``training``) as running:
+    papermill saves a cell's outputs only every 30 s, too late for a signal of its own, but saves the
+    notebook as each cell starts."""
     out = work / "results" / "teacher" / "mnist-5k"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -39,8 +40,8 @@ def _wait_for_training(work: Path, proc: subprocess.Popen, timeout: float = 120.
                 nb = nbformat.read(partial, as_version=4)
             except Exception:  # noqa: BLE001 - papermill may be rewriting it right now
                 continue
-            if any("train_teacher(" in c.source and c.metadata.get("papermill", {}).get("status") == "running"
-                   for c in nb.cells):
+            if any("training" in c.metadata.get("tags", []) and c.metadata.get("papermill", {}).get("status")
+                   == "running" for c in nb.cells):
                 time.sleep(2.0)  # well into the epochs
                 return
         time.sleep(0.5)

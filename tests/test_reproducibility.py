@@ -44,7 +44,8 @@ from kdlib.data import load_dataset
 from kdlib.losses import build_objective
 from kdlib.models import build_teacher
 from kdlib.students import build_student
-from kdlib.train import distill, train_teacher
+from kdlib.distill import distill
+from kdlib.models import train_teacher
 
 torch.set_num_threads(int(sys.argv[1]))
 def digest(module):

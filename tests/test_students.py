@@ -12,9 +12,13 @@ from torch import Tensor
 
 from kdlib import native
 from kdlib import params as P
+from kdlib.analysis import evaluate
 from kdlib.data import Dataset, encode
 from kdlib.params import CEVariant
 from kdlib.students import (
+    BinarySTEParameters,
+    LeakySTEParameters,
+    LIFParameters,
     SpikingCNN,
     SpikingNeurons,
     StraightThrough,
@@ -22,7 +26,6 @@ from kdlib.students import (
     load_student,
     save_student,
 )
-from kdlib.train import evaluate_student
 
 
 def test_straight_through_gradient() -> None:
@@ -33,24 +36,25 @@ def test_straight_through_gradient() -> None:
     assert u.grad.tolist() == [0, 1, 1, 1, 1, 1, 0]
 
 
-def test_fused_lif_equals_norse_step_by_step() -> None:
+def test_every_lif_backend_equals_norse_step_by_step() -> None:
     gen = torch.Generator().manual_seed(0)
     current = torch.randn(10, 32, 20, generator=gen) * 1.5
     weights = torch.randn(10, 32, 20, generator=gen)
     results = []
-    for fused in (True, False):
+    for backend in ("auto", "torch", "norse"):
         c = current.clone().requires_grad_()
-        z = SpikingNeurons("lif", tau_mem=3.0, v_th=0.8, fused=fused)(c)
+        z = SpikingNeurons(LIFParameters(3.0, 0.8), backend)(c)
         (z * weights).sum().backward()
         results.append((z, c.grad))
-    (z1, g1), (z2, g2) = results
-    assert torch.equal(z1, z2) and 0.05 < z1.mean() < 0.95
-    assert torch.allclose(g1, g2, atol=1e-5) and g1.abs().sum() > 0
+    (z1, g1), *others = results
+    for z2, g2 in others:
+        assert torch.equal(z1, z2) and 0.05 < z1.mean() < 0.95
+        assert torch.allclose(g1, g2, atol=1e-5) and g1.abs().sum() > 0
 
 
-def _lif_run(current: Tensor, tau_mem: float, v_th: float, leaf: Tensor) -> tuple[Tensor, Tensor]:
+def _lif_run(current: Tensor, tau_mem: float, v_th: float, leaf: Tensor, backend: str) -> tuple[Tensor, Tensor]:
     """Spikes, and the gradient at ``leaf`` of a fixed random readout of them."""
-    z = SpikingNeurons("lif", tau_mem=tau_mem, v_th=v_th)(current)
+    z = SpikingNeurons(LIFParameters(tau_mem, v_th), backend)(current)
     readout = torch.randn(z.shape, generator=torch.Generator().manual_seed(1))
     (grad,) = torch.autograd.grad((z * readout).sum(), leaf)
     return z, grad
@@ -75,7 +79,7 @@ def test_without_the_kernel_the_eager_loop_runs_with_a_warning(compiler: str, me
         with pytest.warns(RuntimeWarning, match=message):
             assert native.kernel() is None
         current = torch.tensor([[0.6], [0.6], [0.6], [1.5]])
-        assert SpikingNeurons("lif", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
+        assert SpikingNeurons(LIFParameters(2.0, 1.0))(current).flatten().tolist() == [0, 0, 0, 1]
         assert list(tmp_path.rglob("*.so")) == []  # a failed build leaves nothing a later run would load
     finally:
         native.kernel.cache_clear()
@@ -88,15 +92,14 @@ def test_without_the_kernel_the_eager_loop_runs_with_a_warning(compiler: str, me
     ((9, 33, 1001), 3.0, 0.8, False),  # other constants, several blocks and a partial one
 ])
 def test_native_lif_kernel_gives_the_eager_loops_bits(shape: tuple[int, ...], tau_mem: float, v_th: float,
-                                                      constant: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                      constant: bool) -> None:
     if not native.usable(torch.zeros(1)):
         pytest.skip("the native kernel is not available here")
     gen = torch.Generator().manual_seed(0)
     leaf = (torch.randn(shape[1:] if constant else shape, generator=gen) * 2).requires_grad_()
     current = leaf.expand(shape) if constant else leaf
-    kernel = _lif_run(current, tau_mem, v_th, leaf)
-    monkeypatch.setattr(native, "usable", lambda current: False)
-    eager = _lif_run(current, tau_mem, v_th, leaf)
+    kernel = _lif_run(current, tau_mem, v_th, leaf, "native")
+    eager = _lif_run(current, tau_mem, v_th, leaf, "torch")
     assert torch.equal(kernel[0], eager[0]) and 0.05 < kernel[0].mean() < 0.95
     if tau_mem == 2.0:  # keep = gain = 1/2: every product is exact, so the bits cannot depend on FMA use
         assert torch.equal(kernel[1], eager[1])
@@ -108,7 +111,7 @@ def test_native_lif_kernel_gives_the_eager_loops_bits(shape: tuple[int, ...], ta
 def test_lif_surrogate_gradient_single_step() -> None:
     # one step from rest: v' = I/τ, z = H(v' − θ), dz/dI = (1/τ)·1/(|v' − θ| + 1)²
     current = torch.tensor([[0.5, 2.0, 4.0]], requires_grad=True)
-    SpikingNeurons("lif", tau_mem=2.0, v_th=1.0)(current).sum().backward()
+    SpikingNeurons(LIFParameters(2.0, 1.0))(current).sum().backward()
     v = current.detach() / 2.0
     assert torch.allclose(current.grad, 0.5 / ((v - 1.0).abs() + 1.0) ** 2)
 
@@ -116,13 +119,17 @@ def test_lif_surrogate_gradient_single_step() -> None:
 def test_neuron_models_by_hand() -> None:
     current = torch.tensor([[0.6], [0.6], [0.6], [1.5]])
     # ste-continuous: v = (1 − 1/τ)·v + I, reset by subtraction (τ = 2): 0.6, 0.9, 1.05→spike→0.05, 1.525→spike
-    assert SpikingNeurons("ste-continuous", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 1, 1]
+    assert SpikingNeurons(LeakySTEParameters(2.0, 1.0))(current).flatten().tolist() == [0, 0, 1, 1]
     # ste-discontinuous: each step on its own
-    assert SpikingNeurons("ste-discontinuous", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
+    assert SpikingNeurons(BinarySTEParameters(1.0))(current).flatten().tolist() == [0, 0, 0, 1]
     # lif (τ = 2): v' = v/2 + I/2: 0.3, 0.45, 0.525, 1.0125→spike
-    assert SpikingNeurons("lif", tau_mem=2.0, v_th=1.0)(current).flatten().tolist() == [0, 0, 0, 1]
-    with pytest.raises(ValueError, match="unknown neuron 'izhikevich'"):
-        SpikingNeurons("izhikevich", tau_mem=2.0, v_th=1.0)  # type: ignore[arg-type]
+    assert SpikingNeurons(LIFParameters(2.0, 1.0))(current).flatten().tolist() == [0, 0, 0, 1]
+    with pytest.raises(TypeError, match="not a neuron model"):
+        SpikingNeurons("lif")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="backend = 'cuda': unknown; choose one of auto, native, torch, norse"):
+        SpikingNeurons(LIFParameters(2.0, 1.0), "cuda")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="runs LIF neurons only"):
+        SpikingNeurons(BinarySTEParameters(1.0), "norse")
 
 
 @pytest.mark.parametrize("neuron", ["lif", "ste-continuous", "ste-discontinuous"])
@@ -151,7 +158,7 @@ def test_constant_input_is_computed_once_with_the_same_result() -> None:
 
 
 def test_cnn_student_shapes() -> None:
-    net = SpikingCNN(16, 10, neuron="lif", tau_mem=2.0, v_th=1.0, channels=(4, 8))
+    net = SpikingCNN(16, 10, neuron=LIFParameters(2.0, 1.0), channels=(4, 8))
     out = net(encode(torch.rand(2, 1, 28, 28), 3))
     assert [tuple(s.shape) for s in out.spikes] == [(3, 2, 4, 28, 28), (3, 2, 8, 14, 14), (3, 2, 16)]
     assert net.layer_widths() == [4 * 28 * 28, 8 * 14 * 14, 16] and net.fan_outs() == [72, 16, 10]
@@ -160,7 +167,7 @@ def test_cnn_student_shapes() -> None:
 def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -> None:
     cfg = P.quick_section("student", hidden=[20, 10], steps=4, encoding="rate")
     net = build_student(cfg)
-    ev = evaluate_student(net, mnist5k.test, cfg, seed=1, batch_size=300, device=torch.device("cpu"))
+    ev = evaluate(net, mnist5k.test, 4, encoding="rate", seed=1, chunk_size=300, keep_outputs=True)
     # recount by hand with the same encoding stream
     gen = torch.Generator().manual_seed(1)
     counts, inputs = torch.zeros(2, dtype=torch.float64), 0.0
@@ -171,9 +178,11 @@ def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -
         counts += torch.tensor([float(s.sum()) for s in out.spikes], dtype=torch.float64)
         inputs += float(x_seq.sum())
     per_image = (counts / 1000).tolist()
-    assert ev.spikes_per_image["layer0"] == pytest.approx(per_image[0], abs=1e-3)
-    assert ev.spikes_per_image["total"] == pytest.approx(sum(per_image), abs=1e-3)
-    assert ev.synops_per_image == pytest.approx(per_image[0] * 10 + per_image[1] * 10 + inputs / 1000 * 20, abs=0.1)
+    spikes = ev.counts.spikes_per_image()
+    assert spikes["layer0"] == pytest.approx(per_image[0]) and spikes["total"] == pytest.approx(sum(per_image))
+    assert ev.counts.synops_per_image() == pytest.approx(per_image[0] * 10 + per_image[1] * 10 + inputs / 1000 * 20)
+    assert ev.outputs.shape == (4, 1000, 10) and torch.equal(ev.outputs.mean(0), ev.logits)
+    assert ev.accuracy == pytest.approx((ev.logits.argmax(1) == mnist5k.test.y).double().mean().item())
 
     save_student(tmp_path / "s.pt", net, cfg, CEVariant(loss="ce"), "mnist-5k", 10, {"test_accuracy": ev.accuracy})
     loaded, ckpt = load_student(tmp_path / "s.pt")
@@ -184,7 +193,7 @@ def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -
 
 def test_every_spiking_network_declares_the_student_interface() -> None:
     from kdlib.conversion import ConvertedMLP
-    from kdlib.loihi import build_loihi_student
+    from kdlib.slayer import build_loihi_student
     from kdlib.students import Student
 
     mlp = build_student(P.quick_section("student"))

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
+from pydantic import Field
 
 from kdlib import params as P
 from kdlib.data import Dataset, Split
-from kdlib.models import build_teacher, count_parameters, load_teacher, save_teacher
-from kdlib.train import accuracy, predict, train_teacher
+from kdlib.models import build_teacher, count_parameters, load_teacher, save_teacher, train_teacher
+from kdlib.train import accuracy, predict
 
 CPU = torch.device("cpu")
 
@@ -112,8 +114,8 @@ def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Datase
     """Seeds trained side by side in worker processes (one thread each) give the students, metrics and
     histories of a sequential run, for a variant that also fine-tunes its teacher."""
     from kdlib import params as P
+    from kdlib.jobs import distill_seeds
     from kdlib.students import load_student
-    from kdlib.train import distill_seeds
 
     teacher_cfg = P.quick_section("teacher", hidden=[32, 32], epochs=1, batch_size=100)
     save_teacher(tmp_path / "teacher.pt", build_teacher(teacher_cfg), teacher_cfg, "mnist-5k", 10, {})
@@ -138,3 +140,65 @@ def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Datase
             assert torch.equal(p, q), name
         for p, q in zip(ckpt_a["teacher_state_dict"].values(), ckpt_b["teacher_state_dict"].values(), strict=True):
             assert torch.equal(p, q)
+
+
+def test_a_new_method_is_one_registered_class_and_one_params_entry(mnist5k: Dataset, tmp_path: Path) -> None:
+    """A distillation method that the workbook does not ship: its objective class (with its parameters' schema)
+    registered, one entry under ``variants``, and the distillation stage's runner trains and saves it."""
+    import torch.nn.functional as F
+    import yaml
+
+    from kdlib import losses as L
+    from kdlib.jobs import distill_seed
+    from kdlib.students import load_student
+
+    @L.register
+    class LogitMatching(L.Objective):
+        """CE + weight · MSE(z_S, z_T): the student's logits regressed onto the teacher's."""
+
+        class Params(P.VariantParams):
+            loss: Literal["logit_mse"]
+            weight: float = Field(ge=0.0)
+
+        loss = "logit_mse"
+        uses_teacher = True
+
+        def __init__(self, weight: float) -> None:
+            super().__init__()
+            self.weight = weight
+
+        @classmethod
+        def from_variant(cls, variant, shapes):
+            return cls(variant.weight)
+
+        def forward(self, out, labels, teacher):
+            ce = F.cross_entropy(out.logits, labels)
+            mse = F.mse_loss(out.logits, teacher.logits)
+            return ce + self.weight * mse, {"ce": ce.detach(), "mse": mse.detach()}
+
+    try:
+        raw = yaml.safe_load(P.QUICK_FILE.read_text())
+        raw["variants"]["logits"] = {"loss": "logit_mse", "weight": 0.5}
+        raw["distill"]["variants"].append("logits")
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        params = P.load(tmp_path / "params.yaml")
+        spec = params.variants["logits"]
+        assert isinstance(spec, LogitMatching.Params) and spec.model_dump()["weight"] == 0.5
+
+        raw["variants"]["logits"]["weight"] = -1.0
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+        with pytest.raises(P.ParamsError, match=r"^bad.yaml: variants.logits.weight = -1.0:"):
+            P.load(tmp_path / "bad.yaml")
+
+        teacher_cfg = params.teacher
+        save_teacher(tmp_path / "teacher.pt", build_teacher(teacher_cfg), teacher_cfg, "mnist-5k", 10, {})
+        cfg = P.student_for(params.student, params.variants, "logits", "mnist-5k")
+        run = distill_seed("mnist-5k", params.data, cfg, "logits", spec, 0, teacher_path=tmp_path / "teacher.pt",
+                           checkpoint=tmp_path / "seed0.pt", device=CPU)
+        assert run.metrics["variant"] == "logits" and 0.1 < run.metrics["test_accuracy"] <= 1.0
+        _, ckpt = load_student(tmp_path / "seed0.pt")
+        assert ckpt["variant"] == {"loss": "logit_mse", "student": {}, "weight": 0.5}
+    finally:
+        del L.OBJECTIVES["logit_mse"], P.VARIANTS["logit_mse"]
+    with pytest.raises(P.ParamsError, match="logit_mse"):
+        P.load(tmp_path / "params.yaml")

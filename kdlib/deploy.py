@@ -1,69 +1,44 @@
-"""Deploying a distilled student on Loihi: a SLAYER student, its run in Lava, and what the chip would spend.
+"""Deployment in Lava: a netx network run in Lava's bit-accurate Loihi simulation, image by image, beside PyTorch.
 
-The student
-    :class:`LoihiMLP` is a fully connected network of lava-dl SLAYER ``block.cuba.Dense`` layers: Loihi's
-    current-based LIF neuron computed in the chip's fixed-point arithmetic, and weights quantised to
-    Loihi's 8 bits in every forward pass (so training is quantisation-aware). Its input is the
-    rate-coded image, binary spikes as Loihi takes them; its output layer spikes too, and the logits are
-    its spike counts. It implements the workbook's student interface, so it is trained by
-    :func:`kdlib.train.distill` with any objective of :mod:`kdlib.losses`, and its spikes are counted the
-    same way as every other student's. :class:`kdlib.params.LoihiParams` describes it and can stand in
-    for the student parameters that ``distill`` reads.
 The Lava run
-    :meth:`LoihiMLP.export_hdf5` writes the network in lava-dl's netx format; :func:`run_lava` runs that
-    file in Lava's bit-accurate Loihi simulation over a whole test set streamed image after image, and
-    reads each layer's spike count per image from Lava itself. :func:`run_torch` counts the same on the
-    PyTorch model, :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains`
-    records every spike of a few images.
+    :func:`run_lava` runs a netx HDF5 file (:meth:`kdlib.slayer.LoihiMLP.export_hdf5`) in Lava's
+    bit-accurate Loihi simulation over a whole test set streamed image after image, and reads each layer's
+    spike count per image from Lava itself. :func:`run_torch` counts the same on the PyTorch model,
+    :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains` records every
+    spike of a few images. :func:`check_netx` refuses, up front and naming the layer, a netx file that the
+    runner cannot run (an Input block, a convolution, image-shaped layers).
 The costs
     :meth:`ImageSpikes.synops` and :meth:`ImageSpikes.neuron_updates` give the operations of each image;
     :func:`kdlib.spikes.loihi_estimate` (Davies et al.'s per-operation figures, kept in
     :mod:`kdlib.spikes` with the 45 nm ones) turns them into energy and time.
-NIR
-    :func:`export_nir` writes a norse student (:class:`kdlib.students.SpikingMLP`) as a NIR graph,
-    :func:`read_nir` reads it back, :func:`nir_differences` and :func:`replay_nir` check the trip.
 
 Importing this module installs :func:`kdlib.lava_compat.install`, so a notebook's own Lava imports work after
-it; Lava itself is imported only inside the functions that need it. :func:`check_netx` refuses, up front and
-naming the layer, a netx file that the runner cannot run (an Input block, a convolution, image-shaped layers).
+it; Lava itself is imported only inside the functions that need it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import multiprocessing
 import sys
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from kdlib import lava_compat
 from kdlib.data import Split, encode
-from kdlib.io import atomic_path
-from kdlib.params import PIXELS, LoihiParams
+from kdlib.slayer import LoihiMLP
 from kdlib.spikes import neuron_updates
-from kdlib.students import SpikingMLP, SpikingOutput
 from kdlib.train import progress
 
 lava_compat.install()  # before any Lava import, the caller's own included
-
-
-def _slayer() -> ModuleType:
-    """lava-dl's SLAYER (about 9 s to import the first time)."""
-    lava_compat.install()
-    from lava.lib.dl import slayer
-
-    return slayer
 
 
 _LAVA_MP = "lava.magma.runtime.message_infrastructure.multiprocessing"
@@ -80,94 +55,6 @@ def _lava_runtime() -> None:
     if _LAVA_MP not in sys.modules and multiprocessing.get_start_method(allow_none=True) == "fork":
         multiprocessing.set_start_method(None, force=True)
     import lava.magma.runtime.runtime  # noqa: F401
-
-
-# ------------------------------------------------------------------------------------------------ student
-class LoihiMLP(nn.Module):
-    """input → [SLAYER CUBA-LIF Dense] × (hidden layers + 1): every layer spikes, the last one per class.
-
-    SLAYER computes on (batch, neurons, time) tensors; :meth:`forward` takes and returns the workbook's
-    time-first layout. ``delay_shift`` is off: here a spike reaches the next layer in the same step, while
-    Loihi takes one step per layer; :func:`run_lava` lines the two up, so that every layer sees all ``T``
-    input steps of an image on both.
-    """
-
-    def __init__(self, in_features: int, hidden: tuple[int, ...], num_classes: int, *, threshold: float,
-                 current_decay: float, voltage_decay: float, tau_grad: float, scale_grad: float,
-                 logit_scale: float) -> None:
-        super().__init__()
-        slayer = _slayer()
-        neuron = {"threshold": threshold, "current_decay": current_decay, "voltage_decay": voltage_decay,
-                  "tau_grad": tau_grad, "scale_grad": scale_grad, "requires_grad": False}
-        widths = (in_features, *hidden, num_classes)
-        self.blocks = nn.ModuleList(slayer.block.cuba.Dense(neuron, a, b, delay_shift=False)
-                                    for a, b in zip(widths[:-1], widths[1:], strict=True))
-        self.logit_scale = logit_scale
-
-    def forward(self, x_seq: Tensor) -> SpikingOutput:
-        steps, batch = x_seq.shape[:2]
-        h = x_seq.reshape(steps, batch, -1).permute(1, 2, 0)  # (B, N, T)
-        spikes = []
-        for block in self.blocks:
-            h = block(h)
-            spikes.append(h.permute(2, 0, 1))
-        # outputs scaled by T so that their mean over time, the logits, is logit_scale × the spike count
-        return SpikingOutput(spikes[-1] * (steps * self.logit_scale), spikes)
-
-    def layer_widths(self) -> list[int]:
-        """Neurons per spiking layer, the output layer included."""
-        return [block.synapse.out_channels for block in self.blocks]
-
-    def hidden_widths(self) -> list[int]:
-        """Neurons per hidden layer (what feature-distillation objectives pair with the teacher's)."""
-        return self.layer_widths()[:-1]
-
-    def fan_outs(self) -> list[int]:
-        """Synapses driven by one spike of each spiking layer; the output layer drives none."""
-        return [*self.layer_widths()[1:], 0]
-
-    def input_fan_out(self) -> int:
-        """Synapses driven by one input spike."""
-        return self.layer_widths()[0]
-
-    def quantized_weights(self) -> list[Tensor]:
-        """The integer weights the chip stores (Loihi's 8-bit mantissas, SLAYER's scale of 64), (out, in)."""
-        return [block.synapse.pre_hook_fx(block.synapse.weight, descale=True).detach().flatten(1)
-                for block in self.blocks]
-
-    @contextlib.contextmanager
-    def float_weights(self) -> Iterator[LoihiMLP]:
-        """Within the block, run with the unquantised weights (the neuron arithmetic stays fixed-point)."""
-        hooks = [block.synapse.pre_hook_fx for block in self.blocks]
-        try:
-            for block in self.blocks:
-                block.synapse.pre_hook_fx = None
-            yield self
-        finally:
-            for block, hook in zip(self.blocks, hooks, strict=True):
-                block.synapse.pre_hook_fx = hook
-
-    def export_hdf5(self, path: str | Path) -> Path:
-        """Write the network for ``lava.lib.dl.netx`` (layer groups of quantised weights and neuron
-        parameters), atomically. netx keeps the file open while a network built from it exists."""
-        import h5py
-
-        if any(block.neuron.shape is None for block in self.blocks):  # SLAYER learns its shapes in a forward pass
-            with torch.no_grad():
-                self(torch.zeros(1, 1, self.blocks[0].synapse.in_channels))
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as handle:
-            layers = handle.create_group("layer")
-            for i, block in enumerate(self.blocks):
-                block.export_hdf5(layers.create_group(str(i)))
-        return Path(path)
-
-
-def build_loihi_student(cfg: LoihiParams, num_classes: int = 10, seed: int = 0) -> LoihiMLP:
-    """The student described by ``cfg``, initialised from ``seed``."""
-    torch.manual_seed(seed)
-    return LoihiMLP(PIXELS, tuple(cfg.hidden), num_classes, threshold=cfg.threshold,
-                    current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay, tau_grad=cfg.tau_grad,
-                    scale_grad=cfg.scale_grad, logit_scale=cfg.logit_scale)
 
 
 # ------------------------------------------------------------------------------------------- netx files
@@ -452,87 +339,3 @@ def compare(labels: Tensor | np.ndarray, lava: ImageSpikes, fixed: ImageSpikes,
     for i in range(lava.layers.shape[1]):
         frame[f"spikes_layer{i}"] = lava.layers[:, i]
     return frame
-
-
-# --------------------------------------------------------------------------------------------------- NIR
-def norse_network(student: SpikingMLP) -> nn.Module:
-    """The norse network that computes what ``student`` computes: Linear → ``LIFBoxCell`` per hidden layer,
-    then the linear readout. Time is counted in steps (``dt = 1``, ``tau_mem_inv = 1/τ``); neuron
-    parameters are per-neuron vectors, so that every NIR node has an explicit shape."""
-    if not isinstance(student, SpikingMLP) or any(n.neuron != "lif" for n in student.neurons):
-        raise ValueError("only SpikingMLP students with 'lif' neurons map onto NIR's LIF node")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.script.*")
-        import norse.torch as norse
-        from norse.torch.functional.lif_box import LIFBoxParameters
-
-    modules: list[nn.Module] = []
-    for synapse, neurons in zip(student.synapses, student.neurons, strict=True):
-        n = synapse.out_features
-        params = LIFBoxParameters(tau_mem_inv=torch.full((n,), 1.0 / neurons.tau_mem),
-                                  v_th=torch.full((n,), float(neurons.v_th)), v_leak=torch.zeros(n))
-        modules += [synapse, norse.LIFBoxCell(params, dt=1.0)]
-    return norse.SequentialState(*modules, student.head)
-
-
-def export_nir(student: SpikingMLP, path: str | Path) -> Any:
-    """Write ``student`` as a NIR graph (HDF5, atomically) with ``norse.torch.to_nir``; return the graph.
-
-    The graph holds Input (784) → [Affine → LIF] × hidden layers → Affine → Output, LIF time constants in
-    steps. Two details make the trip work with nir 1.0.8 and h5py 3.16: the sample input has no batch
-    dimension (or the Input node's shape disagrees with the first Affine's, and ``nir.read`` rejects the
-    graph), and parameters are vectors (a 0-d array cannot be written with nir's default gzip filter).
-    """
-    import nir
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="nirtorch")
-        from norse.torch import to_nir
-
-        graph = to_nir(norse_network(student), torch.zeros(student.synapses[0].in_features), dt=1.0)
-    with atomic_path(path) as tmp:
-        nir.write(tmp, graph)
-    return graph
-
-
-def read_nir(path: str | Path) -> Any:
-    """Read a NIR graph written by :func:`export_nir`."""
-    import nir
-
-    return nir.read(path)
-
-
-def nir_differences(a: Any, b: Any) -> list[str]:
-    """What differs between two NIR graphs: node names and types, edges, array parameters; empty if none."""
-    diffs = []
-    if set(a.nodes) != set(b.nodes):
-        diffs.append(f"nodes {sorted(a.nodes)} != {sorted(b.nodes)}")
-    if set(map(tuple, a.edges)) != set(map(tuple, b.edges)):
-        diffs.append("edges differ")
-    for name in sorted(set(a.nodes) & set(b.nodes)):
-        x, y = a.nodes[name], b.nodes[name]
-        if type(x) is not type(y):
-            diffs.append(f"{name}: {type(x).__name__} != {type(y).__name__}")
-            continue
-        for key, value in vars(x).items():
-            if key in ("input_type", "output_type", "metadata"):
-                continue
-            if not np.array_equal(np.asarray(value), np.asarray(getattr(y, key, None))):
-                diffs.append(f"{name}.{key} differs")
-    return diffs
-
-
-def replay_nir(graph: Any, x_seq: Tensor) -> Tensor:
-    """Run a NIR graph with norse (``norse.torch.from_nir``, ``dt = 1``) step by step on an input sequence
-    (T, B, ...); returns the outputs (T, B, classes), to compare with the student's own."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="nirtorch")
-        from norse.torch import from_nir
-
-        module = from_nir(graph, dt=1.0)
-    state, outputs = None, []
-    with torch.no_grad():
-        for x_t in x_seq.flatten(2):
-            y, state = module(x_t, state)
-            outputs.append(y)
-    return torch.stack(outputs)
