@@ -152,27 +152,19 @@ class KDVariant(VariantParams):
 
 
 @register_variant
-class FeatureKDVariant(VariantParams):
+class FeatureKDVariant(KDVariant):
     """KD plus β times a feature loss on the hidden layers listed in ``layers`` (student layer i ↔ teacher layer i)."""
 
     loss: Literal["decoder_kd", "attention_kd", "joint_kd"]
-    alpha: float = Field(ge=0.0, le=1.0)
-    tau_teacher: float = Field(gt=0.0)
-    tau_student: float = Field(gt=0.0)
     beta: float = Field(ge=0.0)
     layers: list[int] = Field(min_length=1)
 
 
 @register_variant
-class BidirectionalVariant(VariantParams):
+class BidirectionalVariant(FeatureKDVariant):
     """Decoder KD while the teacher is fine-tuned with CE + γ·KD(z_S → z_T) at learning rate ``teacher_lr``."""
 
     loss: Literal["bidirectional_kd"]
-    alpha: float = Field(ge=0.0, le=1.0)
-    tau_teacher: float = Field(gt=0.0)
-    tau_student: float = Field(gt=0.0)
-    beta: float = Field(ge=0.0)
-    layers: list[int] = Field(min_length=1)
     gamma: float = Field(ge=0.0)
     teacher_lr: float = Field(gt=0.0)
 

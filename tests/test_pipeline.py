@@ -12,16 +12,19 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import dvc, make_workbook
 
 pytestmark = pytest.mark.slow
 STAGES = {"teacher@mnist-5k", "distill@mnist-5k-scratch", "distill@mnist-5k-kd", "spikes@mnist-5k",
           "loihi@mnist-5k", "report", "reports"}
+TIMING = {"train_seconds", "train_images_per_second"}  # measured wall time: the only fields allowed to differ
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +147,26 @@ def test_a_clone_pulls_the_results_from_a_remote_without_rerunning(built: Path, 
     assert 'href="report.html"' in index and (clone / "reports/report.html").stat().st_size > 0
     assert (clone / "results/teacher/mnist-5k/teacher.pt").stat().st_size > 0
     shutil.rmtree(clone)
+
+
+def _without_timing(metrics: Any) -> Any:
+    if isinstance(metrics, dict):
+        return {k: _without_timing(v) for k, v in metrics.items() if k not in TIMING}
+    if isinstance(metrics, list):
+        return [_without_timing(v) for v in metrics]
+    return metrics
+
+
+def test_a_forced_rerun_trains_the_same_students(built: Path) -> None:
+    """Rerunning a distillation run from the same parameters gives the same metrics and weights, timings aside."""
+    run = built / "results/distill/mnist-5k/kd"
+    first = json.loads((run / "metrics.json").read_text())
+    weights = {p.name: torch.load(p, weights_only=True)["state_dict"] for p in sorted((run / "students").iterdir())}
+    dvc(built, "repro", "--force", "--single-item", "distill@mnist-5k-kd")
+    assert _without_timing(json.loads((run / "metrics.json").read_text())) == _without_timing(first)
+    for name, state in weights.items():
+        again = torch.load(run / "students" / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(state[k], again[k]) for k in state), name
 
 
 def test_changing_one_variant_restales_only_its_runs(built: Path) -> None:
