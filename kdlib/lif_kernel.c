@@ -6,15 +6,20 @@
  *
  * Layout: every array is (T, n) float32, row-major; n is the neurons of one step (batch x features).
  * The current may be the same at every step (direct encoding): then current_stride is 0.
- * Built by kdlib/native.py with -ffp-contract=off, so no product and sum are fused unless written so.
+ * Built by kdlib/native.py with -ffp-contract=off, so no product and sum are fused unless written so, and with
+ * -fno-trapping-math, which lets the compiler turn the spike comparison into vector selects (it changes no
+ * value: only whether a comparison with NaN may raise a floating-point exception flag).
  */
 #include <math.h>
 #include <stdint.h>
 
 #define BLOCK 256 /* neurons whose state stays in registers and L1 while the T steps run */
 
+/* One clone per vector width, chosen at load time. The forward's fmaf needs the FMA instructions: AVX-512F has
+ * them, AVX2 does not imply them (an "avx2" clone called the library's fmaf once per neuron and step, five times
+ * slower than this one), so the 256-bit clone is "fma", which every AVX2 processor of these years also has. */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__APPLE__)
-#define VECTOR_VARIANTS __attribute__((target_clones("avx512f", "avx2", "default")))
+#define VECTOR_VARIANTS __attribute__((target_clones("avx512f", "fma", "default")))
 #else
 #define VECTOR_VARIANTS
 #endif

@@ -29,8 +29,9 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("lif_kernel.c")
-# -ffp-contract=off: every product and sum is rounded as PyTorch's own kernels round it
-FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
+# -ffp-contract=off: every product and sum is rounded as PyTorch's own kernels round it; -fno-trapping-math: the
+# spike comparison may become a vector select (no value changes, see lif_kernel.c)
+FLAGS = ("-O3", "-ffp-contract=off", "-fno-trapping-math", "-shared", "-fPIC")
 
 
 def _cache_dir() -> Path:
