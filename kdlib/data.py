@@ -3,9 +3,11 @@
 Three datasets are known by name:
 
 ``mnist`` and ``fashion-mnist``
-    The original IDX archives, handled by torchvision's dataset classes (their file lists,
-    checksums and download mirrors). A data root holds one folder per dataset with the four
-    ``*-ubyte.gz`` files, the layout of torchvision's download names::
+    The original IDX archives under torchvision's file names, checked against their published MD5s
+    (the lists of torchvision's dataset classes, which a test compares with these) and downloaded from
+    torchvision's mirrors when missing; torchvision is imported only then, since its import alone takes
+    seconds in every process that loads a dataset. A data root holds one folder per dataset with the four
+    ``*-ubyte.gz`` files::
 
         <root>/mnist/train-images-idx3-ubyte.gz ...
         <root>/fashion-mnist/train-images-idx3-ubyte.gz ...
@@ -39,8 +41,6 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision import datasets as tvd
-from torchvision.datasets.utils import download_url
 
 from kdlib.params import DATASETS, DEFAULT_VAL_SIZE
 
@@ -135,28 +135,31 @@ def _missing_parents(folder: Path) -> list[Path]:
 
 
 class _IdxFolder:
-    """Mixin for torchvision's MNIST classes: read the ``.gz`` files from ``<root>/<folder>``.
-
-    torchvision extracts the archives next to the download; the workbook reads them compressed,
-    so a read-only folder of archives (a shared data directory) works as it is.
-    """
+    """One split of a dataset of four IDX archives in ``<root>/<folder>``, read compressed (so a read-only
+    folder of archives, a shared data directory, works as it is); ``data`` and ``targets`` as torchvision's
+    classes name them. Missing archives are downloaded from torchvision's mirrors when ``download`` is set."""
 
     folder: str
-    resources: list[tuple[str, str]]
-    mirrors: list[str]
-    root: str
-    train: bool
+    torchvision_class: str  # the torchvision dataset class whose download mirrors are used
+    resources: tuple[tuple[str, str], ...]  # (archive, its published MD5)
+    classes: tuple[str, ...]
+
+    def __init__(self, root: str | Path, train: bool = True, download: bool = True) -> None:
+        self.root, self.train = str(root), train
+        if download:
+            self.download()
+        self.data, self.targets = self._load_data()
 
     @property
     def raw_folder(self) -> str:
         return os.path.join(self.root, self.folder)
 
     @property
-    def processed_folder(self) -> str:  # torchvision's legacy cache; never used here
-        return os.path.join(self.root, self.folder, "__no_legacy_cache__")
+    def mirrors(self) -> list[str]:
+        """torchvision's download mirrors of this dataset (torchvision is imported only here)."""
+        from torchvision import datasets as tvd
 
-    def _check_exists(self) -> bool:
-        return True  # _load_data checks every file and says what is wrong with it
+        return list(getattr(tvd, self.torchvision_class).mirrors)
 
     def download(self) -> None:
         folder = Path(self.raw_folder)
@@ -185,6 +188,8 @@ class _IdxFolder:
         except OSError as err:
             raise DatasetError(f"{folder / name} is missing and cannot be downloaded there: {folder} is not "
                                f"writable ({err.strerror or err}). {advice}") from None
+        from torchvision.datasets.utils import download_url
+
         errors = []
         try:
             for mirror in self.mirrors:
@@ -223,22 +228,28 @@ class _IdxFolder:
         return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
-class MNIST(_IdxFolder, tvd.MNIST):
+class MNIST(_IdxFolder):
     """MNIST read from ``<root>/mnist``."""
 
-    folder = "mnist"
+    folder, torchvision_class = "mnist", "MNIST"
+    resources = (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+                 ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+                 ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+                 ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"))
+    classes = ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six", "7 - seven",
+               "8 - eight", "9 - nine")
 
-    def __init__(self, root: str | Path, train: bool = True, download: bool = True) -> None:
-        super().__init__(str(root), train=train, download=download)
 
-
-class FashionMNIST(_IdxFolder, tvd.FashionMNIST):
+class FashionMNIST(_IdxFolder):
     """Fashion-MNIST read from ``<root>/fashion-mnist``."""
 
-    folder = "fashion-mnist"
-
-    def __init__(self, root: str | Path, train: bool = True, download: bool = True) -> None:
-        super().__init__(str(root), train=train, download=download)
+    folder, torchvision_class = "fashion-mnist", "FashionMNIST"
+    resources = (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+                 ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+                 ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+                 ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"))
+    classes = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot")
 
 
 # ------------------------------------------------------------------------------------------------ loading

@@ -33,6 +33,16 @@ def test_split_is_deterministic_and_seeded() -> None:
     assert torch.equal(c.test.x, a.test.x)  # the test set never depends on the split
 
 
+def test_archive_lists_are_torchvisions() -> None:
+    """kdlib.data keeps the file names, MD5s and class names of torchvision's MNIST classes so that loading a
+    dataset need not import torchvision; they must stay torchvision's."""
+    from torchvision import datasets as tvd
+
+    for ours, theirs in ((D.MNIST, tvd.MNIST), (D.FashionMNIST, tvd.FashionMNIST)):
+        assert list(ours.resources) == list(theirs.resources) and list(ours.classes) == list(theirs.classes)
+        assert ours.torchvision_class == theirs.__name__
+
+
 def test_full_datasets_from_idx_folder(idx_root: Path) -> None:
     for name, classes in (("mnist", "0 - zero"), ("fashion-mnist", "T-shirt/top")):
         ds = D.load_dataset(name, root=idx_root, download=False)
