@@ -46,15 +46,22 @@ def run_student(student: Student, x: Tensor, steps: int, encoding: Encoding,
     return student(encode(x, steps, encoding, generator))
 
 
+def uses_cached_targets(objective: Objective, cfg: Any) -> bool:
+    """Whether :func:`distill` trains with a frozen teacher's outputs computed once (:func:`teacher_targets`)
+    rather than with none, or with a teacher that runs on every batch (fine-tuned, or shown shifted images)."""
+    return objective.uses_teacher and not objective.trains_teacher and cfg.max_shift == 0
+
+
 def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
-            teacher: nn.Module | None = None, teacher_lr: float | None = None,
+            teacher: nn.Module | None = None, teacher_lr: float | None = None, targets: ModelOutput | None = None,
             device: torch.device | None = None, resume_path: str | Path | None = None) -> FitResult:
     """Train a spiking student with a variant's objective (``cfg``: :class:`kdlib.params.StudentParams`).
 
     A frozen teacher's outputs on the training set are computed once, before the first epoch, and
-    looked up by image index afterwards, unless training images are randomly shifted
-    (``cfg.max_shift``): then the teacher sees each shifted batch. A teacher that the objective
-    fine-tunes (``objective.trains_teacher``) runs on every batch and is optimised at ``teacher_lr``.
+    looked up by image index afterwards (``targets``: those outputs, already computed by the caller), unless
+    training images are randomly shifted (``cfg.max_shift``): then the teacher sees each shifted batch. A
+    teacher that the objective fine-tunes (``objective.trains_teacher``) runs on every batch and is optimised
+    at ``teacher_lr``.
     """
     device = device or default_device()
     if objective.uses_teacher and teacher is None:
@@ -63,8 +70,8 @@ def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, 
     live_teacher = objective.trains_teacher or (objective.uses_teacher and cfg.max_shift > 0)
     if teacher is not None:
         teacher.eval().to(device)  # fit() switches it to training mode only if it is fine-tuned
-    if objective.uses_teacher and not live_teacher:
-        cached = teacher_targets(teacher, data.train, objective.feature_layers, device=device)
+    if uses_cached_targets(objective, cfg):
+        cached = targets or teacher_targets(teacher, data.train, objective.feature_layers, device=device)
     encode_gen = torch.Generator(device=device).manual_seed(seed) if cfg.encoding == "rate" else None
     modules = nn.ModuleDict({"student": student, "objective": objective})
     groups = None

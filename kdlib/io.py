@@ -89,17 +89,19 @@ def write_csv(path: str | os.PathLike[str], frame: Any) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu") -> Any:
+def load_torch(path: str | os.PathLike[str], map_location: Any = "cpu", *, mmap: bool = False) -> Any:
     """Read a checkpoint safely: tensors, containers and plain values only, never code.
 
-    Raises :class:`CheckpointError` naming the file if it is unreadable or holds any other object.
+    With ``mmap``, tensors are mapped from the file instead of read into memory (processes that map one
+    file share its pages). Raises :class:`CheckpointError` naming the file if it is unreadable or holds any
+    other object.
     """
     import pickle
 
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
