@@ -32,7 +32,8 @@ from pydantic import (
 if TYPE_CHECKING:
     import pandas as pd
 
-PARAMS_FILE = Path(__file__).resolve().parent.parent / "params.yaml"
+WORKBOOK = Path(__file__).resolve().parent.parent  # the repository this kdlib belongs to
+PARAMS_FILE = WORKBOOK / "params.yaml"
 # The study's fast twin: every key of params.yaml at values that run in seconds on the offline 5,000 digits.
 # The notebooks' parameter cells and the tests read it; nothing else holds experiment values.
 QUICK_FILE = PARAMS_FILE.with_name("params.quick.yaml")
@@ -406,6 +407,8 @@ def run_parameters(**sections: Any) -> pd.DataFrame:
                 return
             for key, item in value.items():
                 add(f"{name}.{key}", item)
+        elif isinstance(value, str | Path) and Path(value).is_absolute() and Path(value).is_relative_to(WORKBOOK):
+            rows[name] = Path(value).relative_to(WORKBOOK).as_posix() or "."  # the same on every clone
         else:
             rows[name] = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
 

@@ -17,6 +17,7 @@ environment; SLAYER itself is imported when the first network is built.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,11 +38,16 @@ def _slayer() -> ModuleType:
     """lava-dl's SLAYER (about 9 s to import the first time).
 
     SLAYER imports ``torch.utils.cpp_extension``, which logs a warning on a machine without CUDA ("No CUDA
-    runtime is found"); the workbook runs SLAYER on the CPU, so that warning is silenced."""
+    runtime is found"), and its object-detection datasets print one when an optional toolbox is missing
+    ("Prophesee Dataset Toolbox could not be found"). The workbook runs SLAYER on the CPU and uses neither,
+    so both are silenced; anything else printed on import is passed on."""
     lava_compat.install()
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-    from lava.lib.dl import slayer
-
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        from lava.lib.dl import slayer
+    print("".join(line for line in printed.getvalue().splitlines(keepends=True)
+                  if "prophesee" not in line.lower()), end="")  # its three lines all name it
     return slayer
 
 
