@@ -3,8 +3,10 @@
     uv run python benchmarks/compute_floor.py [--times benchmarks/pipeline_times.json] [--repeats 7]
 
 The floor of a stage is the work of every matrix product that the stage must do, divided by the dense
-fp32 matmul rate measured here, in this run (the median of ``--repeats`` 2048² products on all threads
-torch uses). Everything else a stage does (neuron updates, the optimiser, data movement, Python, start-up,
+fp32 matmul rate of the host: by default the mean of the rates that ``time_pipeline.py`` measured right
+before and right after the timed run (so work and wall time come from the same run), else, or with
+``--measure``, the median of ``--repeats`` 2048² products measured here on all threads torch uses.
+Everything else a stage does (neuron updates, the optimiser, data movement, Python, start-up,
 Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
 
 * **products** of a dense layer with ``m`` inputs and ``n`` outputs: ``2·m·n`` FLOPs per image and step
@@ -150,6 +152,8 @@ def main() -> None:
     parser.add_argument("--times", type=Path, default=ROOT / "benchmarks" / "pipeline_times.json",
                         help="time_pipeline.py's summary of a run on this host")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--measure", action="store_true",
+                        help="measure the matmul rate now instead of using the one recorded with --times")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "compute_floor.json")
     args = parser.parse_args()
 
@@ -157,8 +161,12 @@ def main() -> None:
 
     params = P.load()
     flops = study_flops(params)
-    rate = matmul_gflops(repeats=args.repeats) * 1e9
-    times = json.loads(args.times.read_text())["stages"] if args.times.is_file() else {}
+    timed = json.loads(args.times.read_text()) if args.times.is_file() else {}
+    times, recorded = timed.get("stages", {}), timed.get("matmul_gflops")
+    if recorded and not args.measure:
+        rate, source = sum(recorded.values()) / len(recorded) * 1e9, f"measured by {args.times.name} in the timed run"
+    else:
+        rate, source = matmul_gflops(repeats=args.repeats) * 1e9, "measured now"
     lava = {f"loihi@{d}": json.loads(path.read_text()).get("lava_seconds", 0.0)
             for d in params.loihi.datasets if (path := ROOT / "results" / "loihi" / d / "metrics.json").is_file()}
 
@@ -170,11 +178,13 @@ def main() -> None:
         family["wall_s"] += times.get(stage, float("nan"))
         family["lava_s"] += lava.get(stage, 0.0)
     total = {key: sum(f[key] for f in families.values()) for key in ("tflop", "floor_s", "wall_s", "lava_s")}
-    summary = {"matmul_gflops": rate / 1e9, "threads": torch.get_num_threads(), "times": str(args.times),
+    summary = {"matmul_gflops": rate / 1e9, "matmul_source": source, "recorded_matmul_gflops": recorded,
+               "threads": torch.get_num_threads(), "times": args.times.resolve().relative_to(ROOT).as_posix()
+               if args.times.resolve().is_relative_to(ROOT) else str(args.times),
                "families": families, "total": total, "stages_tflop": {k: v / 1e12 for k, v in flops.items()}}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
 
-    print(f"dense fp32 matmul: {rate / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
+    print(f"dense fp32 matmul: {rate / 1e9:.0f} GFLOP/s ({source})")
     print("\n| stage family | TFLOP | floor (min) | wall (min) | Lava (min) | wall − Lava over floor |")
     print("|---|---|---|---|---|---|")
     for name, f in [*families.items(), ("**study**", total)]:

@@ -7,8 +7,13 @@ Runs ``dvc repro`` (``--force``: every stage, as from a clean state) in the work
 line DVC prints, and reports the wall time of each stage (from its ``Running stage`` line to the next
 stage's), totals per stage family (teacher, distill, …), the whole run, the peak resident memory
 of the largest process it started (the notebook kernels do the work), and the memory in use on the
-whole machine (MemTotal − MemAvailable, sampled every 3 s) before the run and at its peak, which counts
-a distillation run's seed workers and its notebook kernel together.
+whole machine (MemTotal − MemAvailable, sampled every 3 s) before the run and at its peak, overall and
+within each stage, which counts a distillation run's seed workers and its notebook kernel together.
+
+It also measures the dense fp32 matmul rate of this host (``train_throughput.matmul_gflops``, in a fresh
+process with kdlib's numerical pins, on all cores) right before ``dvc repro`` starts and right after it
+ends, so that ``compute_floor.py`` divides this run's work by a rate measured in the same run: these hosts'
+rates differ by 2× or more, and one host's drifts.
 """
 
 from __future__ import annotations
@@ -44,6 +49,14 @@ def machine_memory_in_use_mib() -> float | None:
     return (int(info["MemTotal"].split()[0]) - int(info["MemAvailable"].split()[0])) / 1024
 
 
+def matmul_rate() -> float:
+    """The host's dense fp32 matmul rate in GFLOP/s, measured in a fresh process as the stages compute."""
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import kdlib; "
+            "from train_throughput import matmul_gflops; print(matmul_gflops(repeats=15))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--force", action="store_true", help="rerun every stage")
@@ -51,7 +64,8 @@ def main() -> None:
     parser.add_argument("--parse", type=Path, help="summarise a log written by --log instead of running")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pipeline_times.json")
     args = parser.parse_args()
-    memory: list[float] = []
+    memory: list[tuple[float, float]] = []  # (time, MiB in use)
+    rates: dict[str, float] = {}
     if args.parse:
         lines = [(float(t), line) for t, _, line in (row.partition(" ") for row in args.parse.read_text().splitlines())]
         begin, end, returncode = lines[0][0], lines[-1][0], 0
@@ -61,10 +75,12 @@ def main() -> None:
 
         def sample_memory() -> None:
             while (mib := machine_memory_in_use_mib()) is not None:
-                memory.append(mib)
+                memory.append((time.time(), mib))
                 if done.wait(3.0):
                     return
 
+        rates["before"] = matmul_rate()
+        print(f"dense fp32 matmul before the run: {rates['before']:.0f} GFLOP/s", flush=True)
         sampler = threading.Thread(target=sample_memory, daemon=True)
         sampler.start()
         begin = time.time()
@@ -77,16 +93,23 @@ def main() -> None:
         end = time.time()
         done.set()
         sampler.join()
+        rates["after"] = matmul_rate()
+        print(f"dense fp32 matmul after the run: {rates['after']:.0f} GFLOP/s", flush=True)
         if args.log:
             args.log.write_text("".join(f"{t:.0f} {line}\n" for t, line in lines))
     times = stage_times(lines, end)
+    starts = {m.group(1): t for t, line in lines if (m := STAGE.search(line))}
+    stage_memory = {name: max((mib for t, mib in memory if start <= t <= start + seconds), default=None)
+                    for name, start in starts.items() if (seconds := times.get(name)) is not None}
     families: dict[str, float] = defaultdict(float)
     for name, seconds in times.items():
         families[name.split("@")[0]] += seconds
     peak_mib = None if args.parse else resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     summary = {"returncode": returncode, "total_seconds": end - begin, "stages": times,
                "families": dict(families), "peak_child_rss_mib": peak_mib,
-               "machine_memory_mib": {"before": memory[0], "peak": max(memory)} if memory else None}
+               "machine_memory_mib": {"before": memory[0][1], "peak": max(mib for _, mib in memory),
+                                      "stage_peaks": stage_memory} if memory else None,
+               "matmul_gflops": rates or None}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print("\n| stage | runs | minutes |\n|---|---|---|")
     for family, seconds in families.items():
@@ -96,7 +119,9 @@ def main() -> None:
     if peak_mib is not None:
         print(f"peak memory of one process: {peak_mib:,.0f} MiB")
     if memory:
-        print(f"memory in use on the machine: {memory[0]:,.0f} MiB before the run, {max(memory):,.0f} MiB at its peak")
+        peak_stage = max((n for n in stage_memory if stage_memory[n] is not None), key=stage_memory.get, default=None)
+        print(f"memory in use on the machine: {memory[0][1]:,.0f} MiB before the run, "
+              f"{max(mib for _, mib in memory):,.0f} MiB at its peak (during {peak_stage})")
     sys.exit(returncode)
 
 
