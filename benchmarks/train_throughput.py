@@ -19,6 +19,11 @@ same batch size and the same T:
 ``loop``       the straightforward way: norse ``LIFBoxCell`` modules and the Linear layers called once
                per time step
 ``snntorch``   the same network in snnTorch (``snn.Leaky``, reset to zero), the peer library
+``spikingjelly`` the same network in SpikingJelly 2.0, the peer most used for multi-step training: its
+               multi-step ``LIFNode`` (``step_mode="m"``, hard reset to zero, ``decay_input``: the student's
+               v' = v + (I − v)/τ) on the whole (T, B, n) current, which SpikingJelly runs with its own
+               CPU implementation, and the Linear layers applied to all steps at once
+               (``layer.SeqToANNContainer``), the layout kdlib uses too
 ``seeds``      the workbook's student as the distillation stage trains it on a CPU: one student per seed of
                ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.jobs.parallel_workers`), each in its
                own process on one thread, all at the same time; its rate is the sum of theirs, repeat by repeat
@@ -170,6 +175,24 @@ def _build(impl: str, steps: int):
             return out / steps
 
         return model, forward
+    if impl == "spikingjelly":
+        from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+        # direct input: the first layer once, then the same current at every step, as in kdlib's student
+        lifs = nn.ModuleList(neuron.LIFNode(tau=cfg.tau_mem, decay_input=True, v_threshold=cfg.v_th, v_reset=0.0,
+                                            surrogate_function=surrogate.Sigmoid(), step_mode="m")
+                             for _ in cfg.hidden)
+        later = [layer.SeqToANNContainer(lin) for lin in [*linears[1:], head]]
+
+        def forward(x):
+            functional.reset_net(lifs)  # every image starts from v = 0
+            current = linears[0](x.flatten(1))
+            h = lifs[0](current.unsqueeze(0).expand(steps, *current.shape))
+            for lin, lif in zip(later[:-1], lifs[1:], strict=True):
+                h = lif(lin(h))
+            return later[-1](h).mean(0)
+
+        return model, forward
     raise ValueError(f"unknown implementation {impl!r}")
 
 
@@ -212,7 +235,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--impls", nargs="+",
-                        default=["kdlib", "eager", "loop", "snntorch", "seeds", "floor", "seeds-floor"])
+                        default=["kdlib", "eager", "loop", "snntorch", "spikingjelly", "seeds", "floor",
+                                 "seeds-floor"])
     parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per round")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every implementation")
@@ -277,14 +301,14 @@ def main() -> None:
                 row[f"{bound}_vs_roofline"] = row[bound]["images_per_second"] / row["roofline_images_per_second"]
                 if bound.startswith("seeds"):
                     row[bound]["workers"] = workers
-        for other in ("eager", "loop", "snntorch"):
+        for other in ("eager", "loop", "snntorch", "spikingjelly"):
             if other in row:
                 row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
         results.append(row)
         print(f"T={steps:>3}: roofline {row['roofline_images_per_second']:8.0f} img/s | " + " | ".join(
             f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
             for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
-            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("eager", "loop", "snntorch") if o in row) + (
+            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("eager", "loop", "snntorch", "spikingjelly") if o in row) + (
             f" | {workers} seeds together = {row['seeds_vs_roofline']:.0%} of roofline" if "seeds" in row else "") + (
             f" | one-pass neuron = {row['floor_vs_roofline']:.0%} of roofline" if "floor" in row else "") + (
             f" ({row['seeds-floor_vs_roofline']:.0%} as seeds)" if "seeds-floor" in row else ""))
