@@ -12,7 +12,10 @@ The inputs are plain tables of metrics:
 ``spikes``
     one row per dataset of the spike analysis's ``metrics.json`` (index ``dataset``);
 ``chips``
-    one row per dataset of the Loihi stage's ``metrics.json`` (may be empty).
+    one row per dataset of the Loihi stage's ``metrics.json`` (may be empty);
+``flips``
+    one row per (dataset, hardware, convention): the most accurate student's energy per image against the
+    ANN teacher's, as :func:`kdlib.energy.verdicts` writes it with a ``dataset`` column (may be empty).
 
 The papers' figures quoted here are listed, with their titles, in ``docs/claims.md``.
 """
@@ -88,7 +91,27 @@ def claims(students: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame) ->
     return pd.DataFrame(rows, columns=["claim", "dataset", "workbook"])
 
 
-def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame) -> list[str]:
+def _energy_finding(dataset: str, flips: pd.DataFrame) -> str | None:
+    """One sentence on where the most accurate student costs less than the teacher, and where more."""
+    part = flips[flips.dataset == dataset] if "dataset" in flips else flips.iloc[0:0]
+    if part.empty:
+        return None
+    student = part.student.iloc[0]
+    said = []
+    for label, rows in (("at 45 nm", part[part.hardware.str.startswith("45 nm")]),
+                        ("on Loihi, against the INT8 teacher at 45 nm,", part[part.hardware.str.startswith("Loihi")])):
+        if rows.empty:
+            continue
+        cheaper = int((rows.ratio < 1).sum())
+        said.append(f"{label} it costs less under {cheaper} of {len(rows)} estimates "
+                    f"(energy ratio {rows.ratio.min():.3g}–{rows.ratio.max():.3g})")
+    return (f"On {dataset}, the sign of the energy comparison depends on the accounting: against the ANN teacher "
+            f"(FP32 against FP32, INT8 against INT8), the most accurate student ({student}) "
+            + "; ".join(said) + ".")
+
+
+def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
+             flips: pd.DataFrame | None = None) -> list[str]:
     """The study's results in sentences, one per finding (``teachers``: test accuracy by dataset)."""
     out = []
     for dataset, part in students.groupby(level="dataset", sort=False):
@@ -114,6 +137,9 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame) -
             out.append(f"On {dataset}, heterogeneous-temperature KD fires {fewer:.0f} % fewer spikes per image "
                        f"than KD ({hetero.spikes:,.0f} against {kd.spikes:,.0f}) at "
                        f"{_points(hetero.accuracy - kd.accuracy)}.")
+        energy = None if flips is None else _energy_finding(str(dataset), flips)
+        if energy:
+            out.append(energy)
     for _, chip in chips.iterrows() if not chips.empty else ():
         out.append(f"On {chip.dataset}, the Loihi student ({chip.variant}'s objective, T = {chip.steps}) reaches "
                    f"{100 * chip.lava_accuracy:.2f} % in Lava's fixed-point simulation, which predicts the same class "
@@ -148,6 +174,11 @@ def abstract(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame, p
     return text
 
 
+def _weights(inputs: int, hidden: list[int], classes: int = 10) -> int:
+    widths = [inputs, *hidden, classes]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+
+
 def limitations(students: pd.DataFrame, params: Any) -> list[str]:
     """What this run cannot show, with the numbers that bound it."""
     seeds = len(params.distill.seeds)
@@ -167,9 +198,12 @@ def limitations(students: pd.DataFrame, params: Any) -> list[str]:
         "papers', whose runs are far longer and whose networks are often convolutional.",
         "The Loihi student is a network of its own (lava-dl SLAYER, rate-coded input), not one of the compared "
         "students, and it is deployed on the datasets of `loihi.datasets` only.",
-        "Energy comes from per-operation figures (45 nm CMOS; Loihi pre-silicon), not from measurements, with "
-        "the first layer's real-valued input counted as multiply-accumulates at every step; other accounting "
-        "conventions can change the sign of the SNN-against-ANN comparison.",
+        "Energy comes from per-operation figures (45 nm CMOS; Loihi pre-silicon and silicon-calibrated), not from "
+        "measurements of these networks; the estimates of one network span orders of magnitude between the "
+        "accounting conventions, and the one measured figure shown (Renner et al. 2024) is of another network.",
+        f"The ANN rival in the energy tables is the teacher ({_weights(784, params.teacher.hidden):,} weights), "
+        f"{_weights(784, params.teacher.hidden) / _weights(784, params.student.hidden):.1f}× the student's "
+        f"({_weights(784, params.student.hidden):,}); an ANN of the student's size is not trained or costed.",
         "The numbers are bit-for-bit reproducible at any thread count and on hosts of one CPU vendor; another "
         "vendor trains slightly different weights.",
     ]

@@ -67,7 +67,28 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
                     f"| {variant} | {r['test_accuracy']:.2%} ± {r['test_accuracy_std']:.2%} | "
                     f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
                     f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
+    lines += _energy_lines(root)
     return "\n".join(lines)
+
+
+def _energy_lines(root: Path) -> list[str]:
+    """The report's energy verdicts: the most accurate student against the teacher, per cost table and
+    first-layer convention (``results/report/energy_flips.csv``)."""
+    path = root / "results" / "report" / "energy_flips.csv"
+    if not path.is_file():
+        return []
+    from kdlib.energy import CONVENTIONS
+
+    lines = []
+    for dataset, part in pd.read_csv(path).groupby("dataset", sort=False):
+        lines += ["", f"**{dataset}: energy per image, the most accurate student ({part.student.iloc[0]}) against "
+                  "the ANN teacher** (FP32 against FP32; INT8 and Loihi against the INT8 teacher at 45 nm)", "",
+                  "| cost table | first layer's input | student (nJ) | teacher (nJ) | ratio | cheaper |",
+                  "|---|---|---|---|---|---|"]
+        for _, r in part.iterrows():
+            lines.append(f"| {r.hardware} | {CONVENTIONS[r.convention]} | {r.student_nj:,.1f} | {r.rival_nj:,.1f} | "
+                         f"{r.ratio:.3g} | {r.cheaper} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
