@@ -2,9 +2,12 @@
 limitations in words, all computed from the stages' metrics.
 
 The spike analysis (``03_spikes``, one dataset) and the study report (``05_report``, every dataset) build
-their "beside the papers" table with :func:`claims`, so the two say the same thing in the same words.
-The inputs are plain tables of metrics:
+their "beside the papers" table with :func:`claims`, so the two say the same thing in the same words;
+its intervals and the report's comparisons between methods come from :mod:`kdlib.stats`. The inputs are
+plain tables of metrics:
 
+``runs``
+    one row per trained student: ``dataset``, ``variant``, ``seed``, ``accuracy``, ``spikes``;
 ``students``
     one row per (dataset, variant), the mean over seeds: ``accuracy``, ``accuracy_std``, ``spikes``
     (per test image, all hidden layers and steps), ``seeds``, and where stage 3 ran ``energy_45nm_nj``
@@ -27,6 +30,8 @@ from typing import Any
 
 import pandas as pd
 
+from kdlib.stats import mean_interval, paired_difference
+
 
 def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     """The ``students`` table of this module from one row per trained student: ``dataset``, ``variant``,
@@ -39,56 +44,138 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     return means
 
 
-def _get(students: pd.DataFrame, dataset: str, variant: str, column: str) -> float:
-    key = (dataset, variant)
-    return float(students.loc[key, column]) if key in students.index and column in students else math.nan
-
-
 def _points(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
-def claims(students: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame) -> pd.DataFrame:
-    """The papers' claims beside what this run measured, one row per (claim, dataset)."""
-    rows = []
-    datasets = list(dict.fromkeys(students.index.get_level_values("dataset")))
-    for dataset in datasets:
-        def add(claim: str, measured: str, dataset: str = dataset) -> None:
-            rows.append({"claim": claim, "dataset": dataset, "workbook": measured})
+# ------------------------------------------------------------------------------------------------ the claims
+VERDICTS = ("reproduced", "refuted", "inconclusive")
 
-        kd_spikes, hetero_spikes = (_get(students, dataset, v, "spikes") for v in ("kd", "hetero_kd"))
-        if not math.isnan(kd_spikes + hetero_spikes):
-            change = _get(students, dataset, "hetero_kd", "accuracy") - _get(students, dataset, "kd", "accuracy")
+
+def _against(low: float, high: float, threshold: float) -> str:
+    """Where an interval lies against a claimed value that should be reached: above it (``reproduced``),
+    below it (``refuted``) or across it (``inconclusive``)."""
+    if math.isnan(low + high):
+        return "inconclusive"
+    return "reproduced" if low >= threshold else "refuted" if high < threshold else "inconclusive"
+
+
+def _combine(*verdicts: str) -> str:
+    return "refuted" if "refuted" in verdicts else "reproduced" if set(verdicts) == {"reproduced"} else "inconclusive"
+
+
+def _paired(runs: pd.DataFrame, dataset: str, a: str, b: str, column: str) -> pd.DataFrame:
+    """The two variants' values of ``column``, one row per seed that both have (columns ``a``, ``b``)."""
+    part = runs[(runs.dataset == dataset) & runs.variant.isin([a, b])]
+    return part.pivot_table(index="seed", columns="variant", values=column, aggfunc="first").reindex(
+        columns=[a, b]).dropna()
+
+
+def _interval(values: pd.Series) -> tuple[float, float, float]:
+    return mean_interval(values) if len(values) >= 2 else (float(values.mean()), math.nan, math.nan)
+
+
+def _ci(low: float, high: float, scale: float = 100.0, unit: str = " %") -> str:
+    if math.isnan(low + high):
+        return "no interval (one seed)"
+    return f"95 % CI {scale * low:.2f} to {scale * high:.2f}{unit}"
+
+
+def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
+           flips: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The papers' claims beside what this run measured, one row per (claim, dataset): ``claim``,
+    ``dataset``, ``measured`` (with its 95 % confidence interval over seeds where there are seeds),
+    ``verdict`` (one of :data:`VERDICTS`) and ``why``.
+
+    ``runs`` has one row per trained student (``dataset``, ``variant``, ``seed``, ``accuracy``, ``spikes``);
+    the other tables are those of the module docstring. A claim about a quantity that should be reached is
+    *reproduced* when the whole interval reaches it, *refuted* when none of it does, and *inconclusive*
+    otherwise, or when the run does not measure what the paper measured (the ``why`` column says which)."""
+    rows = []
+    means = seed_means(runs)
+    for dataset in dict.fromkeys(runs.dataset):
+        def add(claim: str, measured: str, verdict: str, why: str, dataset: str = dataset) -> None:
+            rows.append({"claim": claim, "dataset": dataset, "measured": measured, "verdict": verdict, "why": why})
+
+        spikes_pair, acc_pair = (_paired(runs, dataset, "hetero_kd", "kd", c) for c in ("spikes", "accuracy"))
+        if len(spikes_pair):
+            fewer = _interval(1 - spikes_pair.hetero_kd / spikes_pair.kd)
+            gain = (paired_difference(acc_pair.hetero_kd, acc_pair.kd) if len(acc_pair) >= 2 else None)
+            d_mean, d_low, d_high = (gain.mean, gain.low, gain.high) if gain else (
+                float((acc_pair.hetero_kd - acc_pair.kd).mean()), math.nan, math.nan)
+            spike_verdict = _against(fewer[1], fewer[2], 0.65)
+            no_loss = "refuted" if d_high < 0 else "reproduced" if d_low >= 0 else "inconclusive"
+            why = {"refuted": "the interval of the spike reduction lies below 65 %",
+                   "reproduced": "the interval of the spike reduction reaches 65 %",
+                   "inconclusive": "the interval of the spike reduction includes 65 %"}[spike_verdict]
+            why += {"refuted": "; accuracy is lost", "reproduced": "; no accuracy is lost",
+                    "inconclusive": "; the accuracy interval includes 0 (no change detectable either way)"}[no_loss]
             add("Lee et al. 2021, heterogeneous-temperature KD: 65 % fewer spikes than KD at +0.09 points (MNIST)",
-                f"{100 * (1 - hetero_spikes / kd_spikes):.0f} % fewer spikes at {_points(change)}")
-        ste = [_get(students, dataset, v, "accuracy") for v in ("ste_discontinuous", "ste_continuous")]
-        if dataset.startswith("mnist") and not all(math.isnan(a) for a in ste):
+                f"{100 * fewer[0]:.0f} % fewer spikes ({_ci(fewer[1], fewer[2], unit=' %')}) at {_points(d_mean)} "
+                f"({_ci(d_low, d_high, unit=' points')}), {len(spikes_pair)} seeds paired",
+                _combine(spike_verdict, no_loss), why)
+        ste = [v for v in ("ste_discontinuous", "ste_continuous") if (dataset, v) in means.index]
+        if dataset.startswith("mnist") and ste:
+            better = max(ste, key=lambda v: means.loc[(dataset, v), "accuracy"])
+            acc = _interval(runs[(runs.dataset == dataset) & (runs.variant == better)].accuracy)
+            verdict = _against(acc[1], acc[2], 0.98)
             add("Yin et al. 2017, binary-activation discrete-time SNN: above 98 % on MNIST",
-                f"{100 * max(a for a in ste if not math.isnan(a)):.2f} % (the better STE variant)")
-        part = students.xs(dataset, level="dataset")
+                f"{100 * acc[0]:.2f} % ({better}, the better STE variant; {_ci(acc[1], acc[2])})", verdict,
+                {"reproduced": "the whole interval lies above 98 %", "refuted": "the whole interval lies below 98 %",
+                 "inconclusive": "the interval includes 98 %"}[verdict])
+        part = means.xs(dataset, level="dataset")
         best = str(part["accuracy"].idxmax())
+        acc = _interval(runs[(runs.dataset == dataset) & (runs.variant == best)].accuracy)
         add("Fang et al. 2021, convolutional PLIF SNN (T = 8): MNIST 99.72 %, Fashion-MNIST 94.38 %",
-            f"{100 * part.loc[best, 'accuracy']:.2f} % ({best}, fully connected student)")
+            f"{100 * acc[0]:.2f} % ({best}, fully connected student; {_ci(acc[1], acc[2])})", "inconclusive",
+            "not the paper's network: a convolutional PLIF network against a fully connected LIF student")
         if dataset in spikes.index:
             s = spikes.loc[dataset]
-            if s.get("conversion_steps_to_match_best") is None or pd.isna(s.get("conversion_steps_to_match_best")):
-                latency = (f"the conversion never reaches {s.best_variant}'s {100 * s.best_accuracy:.2f} % "
-                           f"(T = {s.best_steps:g}) in the steps it was run for")
+            steps = s.get("conversion_steps_to_match_best")
+            if steps is None or pd.isna(steps):
+                latency, verdict = (f"the conversion never reaches {s.best_variant}'s {100 * s.best_accuracy:.2f} % "
+                                    f"(T = {s.best_steps:g}) in the steps it was run for"), "inconclusive"
             else:
-                latency = (f"the conversion needs {s.conversion_steps_to_match_best:g} steps to match "
-                           f"{s.best_variant} at T = {s.best_steps:g}: {s.conversion_latency_ratio:.3g}×")
-            add("LaSNN 2023: a distilled SNN infers about 20× faster than a converted one at equal accuracy", latency)
+                latency = (f"the conversion needs {steps:g} steps to match {s.best_variant} at T = {s.best_steps:g}: "
+                           f"{s.conversion_latency_ratio:.3g}×")
+                verdict = "reproduced" if s.conversion_latency_ratio >= 20 else "refuted"
+            add("LaSNN 2023: a distilled SNN infers about 20× faster than a converted one at equal accuracy", latency,
+                verdict, "one conversion of one teacher (no interval), on this dataset with fully connected networks; "
+                "the paper's are convolutional networks on CIFAR and Tiny ImageNet")
             add("SEENN 2023: 96.1 % on CIFAR-10 at 1.08 average time steps",
                 f"{s['early_exit_mean_steps_within_0.1_points']:.2f} average steps within 0.1 points of "
-                f"{s.best_variant}'s full-T accuracy")
+                f"{s.best_variant}'s full-T accuracy", "inconclusive",
+                "SEENN-I (confidence threshold) on this dataset; the claim is SEENN-II's on CIFAR-10")
             add("Yin et al. 2017: 48.4–773 nJ per image on the authors' 40 nm chip",
                 f"{s.best_variant}: {s.best_energy_45nm_nj:,.0f} nJ (45 nm model), {s.best_energy_loihi_nj:,.0f} nJ "
-                f"(Loihi model); the ANN teacher {s.teacher_energy_45nm_nj:,.0f} nJ (45 nm)")
+                f"(Loihi model); the ANN teacher {s.teacher_energy_45nm_nj:,.0f} nJ (45 nm)", "inconclusive",
+                "per-operation estimates of another network, not a measurement on the authors' chip")
+        if flips is not None and "dataset" in flips:
+            loihi = flips[(flips.dataset == dataset) & flips.hardware.str.startswith("Loihi")]
+            if len(loihi):
+                cheaper = int((loihi.ratio < 1).sum())
+                verdict = "reproduced" if cheaper == 0 else "refuted" if cheaper == len(loihi) else "inconclusive"
+                add("Davies et al. 2021: plain feed-forward networks gain little, if anything, on Loihi",
+                    f"on Loihi the most accurate student costs {loihi.ratio.min():.3g}–{loihi.ratio.max():.3g}× the "
+                    f"INT8 teacher at 45 nm ({cheaper} of {len(loihi)} estimates cheaper)", verdict,
+                    "estimates under every Loihi cost table and input convention of the energy tables")
         for _, chip in chips[chips.dataset == dataset].iterrows() if not chips.empty else ():
             add("Renner et al. 2024, measured on Loihi: 400-400-10 at 96.3 % on MNIST, about 2.5 µJ per image",
                 f"SLAYER student {'-'.join(map(str, chip.hidden))}-10 at {100 * chip.lava_accuracy:.2f} % in Lava, "
-                f"{chip.loihi_energy_per_image_nj / 1000:,.1f} µJ per image on the pre-silicon Loihi model")
-    return pd.DataFrame(rows, columns=["claim", "dataset", "workbook"])
+                f"{chip.loihi_energy_per_image_nj / 1000:,.1f} µJ per image on the pre-silicon Loihi model",
+                "inconclusive", "an estimate for another network, not a measurement on the chip")
+    return pd.DataFrame(rows, columns=["claim", "dataset", "measured", "verdict", "why"])
+
+
+def significance(comparisons: pd.DataFrame) -> list[str]:
+    """One sentence per dataset and baseline from :func:`kdlib.stats.compare_variants`'s test accuracy rows."""
+    out = []
+    rows = comparisons[comparisons.measure == "accuracy"]
+    for (dataset, baseline), part in rows.groupby(["dataset", "baseline"], sort=False):
+        said = [f"{verdict}: {', '.join(group.variant)}" for verdict, group in part.groupby("verdict", sort=False)]
+        out.append(f"On {dataset}, test accuracy against {baseline} (paired by seed, {int(part.seeds.min())} seeds, "
+                   f"Holm-corrected, α = 0.05): " + "; ".join(said) + ".")
+    return out
 
 
 def _energy_finding(dataset: str, flips: pd.DataFrame) -> str | None:
@@ -174,6 +261,12 @@ def abstract(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame, p
     return text
 
 
+def _t_quantile(seeds: int) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, seeds - 1)) if seeds >= 2 else math.inf
+
+
 def _weights(inputs: int, hidden: list[int], classes: int = 10) -> int:
     widths = [inputs, *hidden, classes]
     return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
@@ -192,8 +285,9 @@ def limitations(students: pd.DataFrame, params: Any) -> list[str]:
         f"{seeds} seed{'' if seeds == 1 else 's'} per method: the median seed standard deviation of test "
         f"accuracy is {100 * spread:.2f} "
         f"points, while the methods of one dataset span {100 * gaps.min():.2f} to {100 * gaps.max():.2f} points "
-        f"and the closest two differ by as little as {100 * closest.min():.2f}; no significance test is made "
-        "here, so neighbouring methods are not told apart.",
+        f"and the closest two differ by as little as {100 * closest.min():.2f}. With {seeds} paired seeds a 95 % "
+        f"interval spans about ±{_t_quantile(seeds):.2f} standard errors, so most neighbouring methods are not told "
+        "apart (the significance table lists which are).",
         f"Short training on a CPU ({params.student.epochs} epochs per student): absolute accuracies are below the "
         "papers', whose runs are far longer and whose networks are often convolutional.",
         "The Loihi student is a network of its own (lava-dl SLAYER, rate-coded input), not one of the compared "

@@ -10,13 +10,18 @@ from kdlib import params as P
 
 
 @pytest.fixture()
-def means() -> pd.DataFrame:
-    runs = pd.DataFrame({
+def runs() -> pd.DataFrame:
+    return pd.DataFrame({
         "dataset": ["mnist"] * 6,
         "variant": ["scratch", "scratch", "kd", "kd", "hetero_kd", "hetero_kd"],
+        "seed": [0, 1, 0, 1, 0, 1],
         "accuracy": [0.970, 0.972, 0.975, 0.977, 0.976, 0.978],
         "spikes": [1000.0, 1010.0, 900.0, 910.0, 450.0, 455.0],
     })
+
+
+@pytest.fixture()
+def means(runs: pd.DataFrame) -> pd.DataFrame:
     return findings.seed_means(runs)
 
 
@@ -27,12 +32,45 @@ def test_seed_means_average_each_variant_over_its_seeds(means: pd.DataFrame) -> 
     assert means.loc[("mnist", "kd"), "accuracy_std"] == pytest.approx(pd.Series([0.975, 0.977]).std())
 
 
-def test_claims_measure_hetero_kd_against_kd(means: pd.DataFrame) -> None:
-    table = findings.claims(means, pd.DataFrame(), pd.DataFrame())
-    lee = table[table.claim.str.startswith("Lee et al.")].workbook.item()
-    assert lee == "50 % fewer spikes at +0.10 points"  # 452.5 against 905 spikes, 97.70 % against 97.60 %
-    best = table[table.claim.str.startswith("Fang et al.")].workbook.item()
-    assert best.startswith("97.70 % (hetero_kd")
+def test_claims_measure_hetero_kd_against_kd_with_intervals_and_verdicts(runs: pd.DataFrame) -> None:
+    table = findings.claims(runs, pd.DataFrame(), pd.DataFrame()).set_index("claim")
+    assert set(table.verdict) <= set(findings.VERDICTS)
+    lee = table.loc[table.index.str.startswith("Lee et al.")].iloc[0]
+    # per seed 1 − 450/900 = 1 − 455/910 = 0.5 exactly; accuracy +0.10 points at both seeds
+    assert lee.measured == ("50 % fewer spikes (95 % CI 50.00 to 50.00 %) at +0.10 points "
+                            "(95 % CI 0.10 to 0.10 points), 2 seeds paired")
+    assert lee.verdict == "refuted" and lee.why.startswith("the interval of the spike reduction lies below 65 %")
+    fang = table.loc[table.index.str.startswith("Fang et al.")].iloc[0]
+    assert fang.measured.startswith("97.70 % (hetero_kd") and fang.verdict == "inconclusive"
+
+
+def test_claim_verdicts_follow_the_interval() -> None:
+    base = {"dataset": "mnist", "spikes": 100.0}
+    runs = pd.DataFrame([base | {"variant": "ste_continuous", "seed": s, "accuracy": a}
+                         for s, a in enumerate([0.985, 0.986, 0.9855])])
+    yin = findings.claims(runs, pd.DataFrame(), pd.DataFrame()).set_index("claim").iloc[0]
+    assert yin.name.startswith("Yin et al.") and yin.verdict == "reproduced"  # 98.43 to 98.67 %
+    wide = runs.assign(accuracy=[0.97, 0.99, 0.98])
+    assert findings.claims(wide, pd.DataFrame(), pd.DataFrame()).verdict.iloc[0] == "inconclusive"
+    low = runs.assign(accuracy=[0.96, 0.962, 0.961])
+    assert findings.claims(low, pd.DataFrame(), pd.DataFrame()).verdict.iloc[0] == "refuted"
+
+
+def test_davies_claim_reads_the_energy_verdicts(runs: pd.DataFrame) -> None:
+    flips = pd.DataFrame({"dataset": "mnist", "hardware": ["45 nm INT8", "Loihi (Davies 2018)", "Loihi (SANA-FE)"],
+                          "ratio": [0.5, 14.0, 21.0]})
+    table = findings.claims(runs, pd.DataFrame(), pd.DataFrame(), flips).set_index("claim")
+    davies = table.loc[table.index.str.startswith("Davies et al.")].iloc[0]
+    assert davies.verdict == "reproduced" and "14–21×" in davies.measured and "(0 of 2 estimates cheaper)" in davies.measured
+
+
+def test_significance_in_words() -> None:
+    comparisons = pd.DataFrame({"dataset": "mnist", "measure": "accuracy", "baseline": "scratch", "seeds": 3,
+                                "variant": ["kd", "hetero_kd", "attention_kd"],
+                                "verdict": ["better", "no detectable difference", "worse"]})
+    assert findings.significance(comparisons) == [
+        "On mnist, test accuracy against scratch (paired by seed, 3 seeds, Holm-corrected, α = 0.05): better: kd; "
+        "no detectable difference: hetero_kd; worse: attention_kd."]
 
 
 def test_findings_and_limitations_say_what_was_measured(means: pd.DataFrame) -> None:
