@@ -54,6 +54,8 @@ CONVENTIONS: dict[str, str] = {
     "zero_skipping": "zero-skipping (graded spikes on Loihi)",
     "rate_coded": "rate-coded input (accumulates)",
 }
+SHORT_LABELS: dict[str, str] = {"mac_every_step": "MACs every step", "mac_once": "MACs once",
+                                "zero_skipping": "zero-skipping", "rate_coded": "rate code"}
 
 HOROWITZ_2014_INT8 = CmosCosts(mac_pj=0.23, add_pj=0.03)  # 8-bit multiply 0.2 pJ + 8-bit add 0.03 pJ
 SANA_FE_LOIHI = LoihiCosts(synop_pj=35.5, update_inactive_pj=51.2, update_active_pj=72.8, spike_pj=76.8)
@@ -245,6 +247,33 @@ def wide(table: pd.DataFrame, index: Iterable[str] = ("model",)) -> pd.DataFrame
                               sort=False)
     order = [(h, c) for h in HARDWARE for c in CONVENTIONS if (h, c) in pivot.columns]
     return pivot[order]
+
+
+def tables(table: pd.DataFrame, measured: Measured | None = None) -> dict[str, pd.DataFrame]:
+    """The long table of one dataset as a reader reads it: ``"45 nm"``, the energy per image (nJ) at 45 nm
+    by precision and convention, and ``"Loihi"``, the energy by cost table and convention with the latency
+    bound (µs), each with the models' test accuracy (%) first; means over seeds, conventions under their
+    :data:`SHORT_LABELS`. ``measured`` adds its row to the Loihi table."""
+    accuracy = 100 * table.groupby("model", sort=False).accuracy.mean()
+    energy = wide(table).rename(columns=SHORT_LABELS, level="convention")
+    out = {}
+    for name, hardware in (("45 nm", list(CMOS)), ("Loihi", list(LOIHI))):
+        part = energy[[h for h in hardware if h in energy.columns.get_level_values(0)]].dropna(how="all")
+        if name == "Loihi":
+            latency = table[table.hardware == "Loihi (Davies 2018)"].pivot_table(
+                index="model", columns="convention", values="latency_us", sort=False)
+            for convention in latency:
+                part[("latency bound (µs)", SHORT_LABELS[convention])] = latency[convention]
+            if measured is not None:
+                row = pd.DataFrame({("measured", "energy"): [measured.energy_nj],
+                                    ("measured", "latency (µs)"): [measured.latency_us]},
+                                   index=[f"{measured.model} ({measured.source})"])
+                part = pd.concat([part, row])
+                accuracy = pd.concat([accuracy, pd.Series({row.index[0]: 100 * measured.accuracy})])
+        part.insert(0, ("", "test accuracy (%)"), accuracy.reindex(part.index))
+        part.columns.names = ["", ""]
+        out[name] = part
+    return out
 
 
 def verdicts(table: pd.DataFrame, student: str, rival: str = "ANN teacher (INT8)") -> pd.DataFrame:

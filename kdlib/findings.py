@@ -197,9 +197,24 @@ def _energy_finding(dataset: str, flips: pd.DataFrame) -> str | None:
             + "; ".join(said) + ".")
 
 
+def _paired_sentence(comparisons: pd.DataFrame | None, dataset: str, variant: str, baseline: str) -> str | None:
+    """The paired comparison of test accuracy in words, where :func:`kdlib.stats.compare_variants` made it."""
+    if comparisons is None or comparisons.empty:
+        return None
+    row = comparisons[(comparisons.dataset == dataset) & (comparisons.measure == "accuracy")
+                      & (comparisons.variant == variant) & (comparisons.baseline == baseline)]
+    if row.empty:
+        return None
+    r = row.iloc[0]
+    return (f"95 % CI {100 * r.low:+.2f} to {100 * r.high:+.2f} over {int(r.seeds)} paired seeds, Holm-corrected "
+            f"p = {r.p_holm:.2g}: {r.verdict}")
+
+
 def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
-             flips: pd.DataFrame | None = None) -> list[str]:
-    """The study's results in sentences, one per finding (``teachers``: test accuracy by dataset)."""
+             flips: pd.DataFrame | None = None, comparisons: pd.DataFrame | None = None) -> list[str]:
+    """The study's results in sentences, one per finding (``teachers``: test accuracy by dataset; ``flips``
+    and ``comparisons``, where given, as :func:`kdlib.energy.verdicts` and :func:`kdlib.stats.compare_variants`
+    make them)."""
     out = []
     for dataset, part in students.groupby(level="dataset", sort=False):
         part = part.droplevel("dataset")
@@ -211,10 +226,14 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
                 f"{100 * teachers.get(dataset, math.nan):.2f} %.")
         if "scratch" in part.index and best != "scratch":
             gap = part.loc[best, "accuracy"] - part.loc["scratch", "accuracy"]
-            spread = max(part.loc[best, "accuracy_std"], part.loc["scratch", "accuracy_std"])
-            size = "within" if abs(gap) <= spread else "outside"
-            text += (f" The best student is {_points(gap)} from the student trained from scratch, {size} one seed "
-                     "standard deviation.")
+            paired = _paired_sentence(comparisons, str(dataset), best, "scratch")
+            if paired:
+                text += f" The best student is {_points(gap)} from the student trained from scratch ({paired})."
+            else:
+                spread = max(part.loc[best, "accuracy_std"], part.loc["scratch", "accuracy_std"])
+                size = "within" if abs(gap) <= spread else "outside"
+                text += (f" The best student is {_points(gap)} from the student trained from scratch, {size} one "
+                         "seed standard deviation (no test made).")
         elif best == "scratch":
             text += " No distilled student is more accurate than the one trained from scratch."
         out.append(text)

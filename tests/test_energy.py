@@ -170,3 +170,20 @@ def test_int8_quantisation_refuses_what_it_cannot_represent(teacher: MLPTeacher,
         quantize_int8(teacher, mnist5k.val.x[:0])
     with pytest.raises(ValueError, match="BatchNorm1d"):
         quantize_int8(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)), torch.rand(3, 4))
+
+
+def test_tables_for_the_reader() -> None:
+    teacher = E.AnnCounts(macs=1000.0, nonzero_macs=200.0)
+    table = pd.concat([E.snn_energies(_direct()).assign(model="s", accuracy=0.9),
+                       E.ann_energies(teacher, "FP32").assign(model="ANN teacher (FP32)", accuracy=0.95),
+                       E.ann_energies(teacher, "INT8").assign(model="ANN teacher (INT8)", accuracy=0.94)])
+    out = E.tables(table, E.RENNER_2024)
+    cmos, chip = out["45 nm"], out["Loihi"]
+    assert cmos.columns[0] == ("", "test accuracy (%)") and cmos.loc["s", ("", "test accuracy (%)")] == 90
+    assert ("45 nm INT8", "zero-skipping") in cmos.columns and len(cmos.columns) == 1 + 8
+    assert list(chip.index) == ["s", "400-400-10 SNN on Loihi, measured (Renner et al., Nat. Commun. 2024, Table 1)"]
+    assert chip.loc["s", ("Loihi (SANA-FE)", "zero-skipping")] == pytest.approx(
+        table[(table.hardware == "Loihi (SANA-FE)") & (table.convention == "zero_skipping")].energy_nj.item())
+    assert chip.loc["s", ("latency bound (µs)", "rate code")] > 0
+    measured = chip.iloc[1]
+    assert measured[("measured", "energy")] == 2500 and measured[("", "test accuracy (%)")] == pytest.approx(96.3)
