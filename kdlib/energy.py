@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kdlib.quantize import observe
 from kdlib.spikes import DAVIES_2018, HOROWITZ_2014, CmosCosts, LoihiCosts, SpikeCounter, loihi_estimate, synaptic_ops
 
 if TYPE_CHECKING:
@@ -153,7 +154,6 @@ class AnnCounts:
         return self.nonzero_macs if _known(convention) == "zero_skipping" else self.macs
 
 
-@torch.no_grad()
 def ann_counts(model: nn.Module, x: Tensor, batch_size: int = 1000) -> AnnCounts:
     """Count the MACs of ``model``'s ``nn.Linear`` and ``nn.Conv2d`` layers over images ``x``, in evaluation
     mode: all of them, and those whose input value is non-zero (exact for convolutions too: each output
@@ -175,16 +175,7 @@ def ann_counts(model: nn.Module, x: Tensor, batch_size: int = 1000) -> AnnCounts
         totals["nonzero"] += float(reach.sum(dtype=torch.float64))
 
     layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
-    hooks = [layer.register_forward_hook(count) for layer in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(x), batch_size):
-            model(x[start:start + batch_size])
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    observe(model, layers, x, count, batch_size=batch_size)
     return AnnCounts(totals["macs"] / len(x), totals["nonzero"] / len(x))
 
 

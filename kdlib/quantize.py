@@ -14,6 +14,7 @@ accuracy is then a measurement, as for any other model of the study.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -34,6 +35,24 @@ def _weighted(model: nn.Module) -> list[nn.Linear | nn.Conv2d]:
 
 
 @torch.no_grad()
+def observe(model: nn.Module, layers: Sequence[nn.Module], images: Tensor, hook: Callable[..., object], *,
+            pre: bool = False, batch_size: int = 1000) -> None:
+    """Run ``model`` over ``images`` in chunks of ``batch_size``, in evaluation mode (its mode is restored
+    afterwards), with ``hook`` on each of ``layers``: a forward hook ``hook(layer, args, output)``, or with
+    ``pre`` a forward pre-hook ``hook(layer, args)``. The hooks are removed whatever happens."""
+    register = (lambda m: m.register_forward_pre_hook(hook)) if pre else (lambda m: m.register_forward_hook(hook))
+    handles = [register(layer) for layer in layers]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def input_ranges(model: nn.Module, images: Tensor, batch_size: int = 1000) -> dict[nn.Module, float]:
     """The largest input value of every weighted layer of ``model`` over ``images`` (in evaluation mode).
 
@@ -44,16 +63,7 @@ def input_ranges(model: nn.Module, images: Tensor, batch_size: int = 1000) -> di
         high[layer] = max(high.get(layer, 0.0), float(args[0].max()))
         low[layer] = min(low.get(layer, 0.0), float(args[0].min()))
 
-    hooks = [layer.register_forward_pre_hook(record) for layer in layers]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size])
-    finally:
-        for hook in hooks:
-            hook.remove()
-        model.train(was_training)
+    observe(model, layers, images, record, pre=True, batch_size=batch_size)
     negative = [type(layer).__name__ for layer in layers if low[layer] < 0]
     if negative:
         raise ValueError(f"layers {negative} receive negative inputs; unsigned 8-bit activations need inputs >= 0")
