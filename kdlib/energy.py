@@ -55,6 +55,7 @@ CONVENTIONS: dict[str, str] = {
     "zero_skipping": "zero-skipping (graded spikes on Loihi)",
     "rate_coded": "rate-coded input (accumulates)",
 }
+ON_LOIHI: tuple[str, ...] = ("zero_skipping", "rate_coded")  # the conventions whose input exists on Loihi
 SHORT_LABELS: dict[str, str] = {"mac_every_step": "MACs every step", "mac_once": "MACs once",
                                 "zero_skipping": "zero-skipping", "rate_coded": "rate code"}
 
@@ -133,10 +134,13 @@ class SpikingCounts:
 
     def input_synops(self, convention: Convention) -> float | None:
         """Synaptic operations of the input on Loihi, where the convention has a counterpart there: input
-        spikes (rate coding, measured or expected) or graded spikes of the non-zero pixels at every step."""
+        spikes (rate coding, measured or expected) or graded spikes of the non-zero pixels at every step; ``None``
+        under the conventions that count MACs, which Loihi does not have (:data:`ON_LOIHI`)."""
+        if _known(convention) not in ON_LOIHI:
+            return None
         if self.encoding == "rate":
             return self.input_spikes * self.input_fan_out
-        if _known(convention) == "zero_skipping":
+        if convention == "zero_skipping":
             return self.inputs.nonzero * self.input_fan_out * self.steps
         if convention == "rate_coded":
             return self.inputs.intensity * self.steps * self.input_fan_out
@@ -216,13 +220,14 @@ def ann_energies(counts: AnnCounts, precision: Literal["FP32", "INT8"]) -> pd.Da
 
 def loihi_run_energies(synops: float, neuron_updates: float, spikes: float) -> pd.DataFrame:
     """Rows for a network whose input already arrives as spikes and whose operations were counted in a run
-    (the Loihi stage's SLAYER student): every convention gives the same figures."""
+    (the Loihi stage's SLAYER student): every convention gives the same figures (on Loihi, those of
+    :data:`ON_LOIHI`)."""
     rows = []
     for convention in CONVENTIONS:
         for name, costs in CMOS.items():
             rows.append({"hardware": name, "convention": convention, "energy_nj": synops * costs.add_pj / 1e3,
                          "latency_us": float("nan")})
-        for name, costs in LOIHI.items():
+        for name, costs in LOIHI.items() if convention in ON_LOIHI else ():
             chip = loihi_estimate(synops, neuron_updates, spikes, costs)
             rows.append({"hardware": name, "convention": convention, "energy_nj": chip.total_nj,
                          "latency_us": chip.latency_us if costs is DAVIES_2018 else float("nan")})

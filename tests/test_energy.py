@@ -43,7 +43,7 @@ def test_first_layer_conventions_by_hand() -> None:
     assert c.input_synops("zero_skipping") == 30 and c.input_synops("rate_coded") == pytest.approx(22.5)
     rate = _direct(encoding="rate", input_spikes=7.0)  # measured input spikes, the same under every convention
     assert {rate.first_layer(k) for k in E.CONVENTIONS} == {(0.0, 35.0)}
-    assert {rate.input_synops(k) for k in E.CONVENTIONS} == {35.0}
+    assert {rate.input_synops(k) for k in E.ON_LOIHI} == {35.0} and rate.input_synops("mac_once") is None
     with pytest.raises(ValueError, match="unknown convention 'dense'.*mac_every_step, mac_once"):
         c.first_layer("dense")  # type: ignore[arg-type]
 
@@ -108,7 +108,7 @@ def test_ann_energies_and_verdicts() -> None:
 def test_loihi_run_energies_match_the_pre_silicon_estimate() -> None:
     table = E.loihi_run_energies(1000.0, 50.0, 20.0)
     davies = table[table.hardware == "Loihi (Davies 2018)"]
-    assert davies.energy_nj.nunique() == 1
+    assert davies.energy_nj.nunique() == 1 and set(davies.convention) == set(E.ON_LOIHI)
     assert davies.energy_nj.iloc[0] == pytest.approx((1000 * DAVIES_2018.synop_pj + 20 * 81 + 30 * 52 + 20 * 1.7) / 1e3)
     assert table[table.hardware == "45 nm INT8"].energy_nj.iloc[0] == pytest.approx(1000 * 0.03 / 1e3)
 
