@@ -17,10 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The notebooks run top to bottom under nbval: they belong to the slow tier."""
+    """The notebooks run top to bottom under nbval: they belong to the slow tier.
+
+    With pytest-xdist (``--dist=loadgroup``, the default here), every test module is one group, so that a
+    module's shared fixtures are built once, and the notebooks together are one group, run in pipeline
+    order on one worker: a notebook run by hand reads what the one before it wrote under ``quick/``."""
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.xdist_group("notebooks"))
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 def shared_data_root() -> Path | None:
