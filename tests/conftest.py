@@ -16,6 +16,7 @@ from kdlib.data import Dataset, load_dataset
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups off the items
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The notebooks run top to bottom under nbval: they belong to the slow tier.
 

@@ -77,15 +77,22 @@ def test_student_metrics_are_per_seed_with_their_mean(built: Path) -> None:
 def test_spike_analysis_and_report_metrics(built: Path) -> None:
     spikes = json.loads((built / "results/spikes/mnist-5k/metrics.json").read_text())
     assert spikes["best_variant"] in {"scratch", "kd"} and spikes["teacher_energy_45nm_nj"] > 0
+    assert spikes["counter_check_max_difference"] <= 0.01 and 0 < spikes["teacher_int8_accuracy"] <= 1
+    energy = pd.read_csv(built / "results/spikes/mnist-5k/energy_conventions.csv")
+    assert {"ANN teacher (FP32)", "ANN teacher (INT8)", "scratch", "kd"} <= set(energy.model)
     headline = json.loads((built / "results/report/headline.json").read_text())
     assert headline["mnist-5k"]["best_variant"] in {"scratch", "kd"}
     claims = pd.read_csv(built / "results/report/claims.csv")
-    assert list(claims.columns) == ["claim", "dataset", "workbook"] and set(claims.dataset) == {"mnist-5k"}
+    assert list(claims.columns) == ["claim", "dataset", "measured", "verdict", "why"]
+    assert set(claims.dataset) == {"mnist-5k"} and set(claims.verdict) <= {"reproduced", "refuted", "inconclusive"}
+    flips = pd.read_csv(built / "results/report/energy_flips.csv")
+    assert set(flips.cheaper) <= {"SNN", "ANN"} and (flips.ratio > 0).all()
 
 
 def test_the_study_report_reads_like_a_paper(built: Path) -> None:
     html = (built / "reports/report.html").read_text()
-    for heading in ("This run", "Abstract", "Findings", "Beside the papers", "Limitations"):
+    for heading in ("This run", "Abstract", "Findings", "Headline: accuracy against energy",
+                    "Which differences are real", "Beside the papers", "Limitations"):
         assert heading in html, heading
     assert "This run distils an ANN teacher" in html
 
