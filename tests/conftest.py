@@ -22,13 +22,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     With pytest-xdist (``--dist=loadgroup``, the default here), every test module is one group, so that a
     module's shared fixtures are built once, and the notebooks together are one group, run in pipeline
-    order on one worker: a notebook run by hand reads what the one before it wrote under ``quick/``."""
+    order on one worker: a notebook run by hand reads what the one before it wrote under ``quick/``. The
+    longest groups are collected first."""
     for item in items:
         if item.path.suffix == ".ipynb":
             item.add_marker(pytest.mark.slow)
             item.add_marker(pytest.mark.xdist_group("notebooks"))
         else:
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    # the longest groups first, so that the workers do not end on them (a stable sort keeps each order)
+    first = {"notebooks": 0, "test_pipeline": 1, "test_reliability": 2}
+    items.sort(key=lambda item: first.get("notebooks" if item.path.suffix == ".ipynb" else item.path.stem, 3))
 
 
 def shared_data_root() -> Path | None:
