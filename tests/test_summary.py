@@ -1,0 +1,22 @@
+"""The README's results section (kdlib.summary), from the committed results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kdlib.summary import markdown
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_readme_summary_reads_the_committed_energy_verdicts() -> None:
+    if not (ROOT / "results/report/energy_flips.csv").is_file():
+        pytest.skip("no committed report")
+    text = markdown(ROOT)
+    flips = pd.read_csv(ROOT / "results/report/energy_flips.csv")
+    for dataset, part in flips.groupby("dataset"):
+        assert f"**{dataset}: energy per image, the most accurate student ({part.student.iloc[0]})" in text
+    assert text.count("| 45 nm INT8 | zero-skipping (graded spikes on Loihi) |") == flips.dataset.nunique()
