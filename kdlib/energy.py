@@ -220,18 +220,11 @@ def ann_energies(counts: AnnCounts, precision: Literal["FP32", "INT8"]) -> pd.Da
 
 def loihi_run_energies(synops: float, neuron_updates: float, spikes: float) -> pd.DataFrame:
     """Rows for a network whose input already arrives as spikes and whose operations were counted in a run
-    (the Loihi stage's SLAYER student): every convention gives the same figures (on Loihi, those of
-    :data:`ON_LOIHI`)."""
-    rows = []
-    for convention in CONVENTIONS:
-        for name, costs in CMOS.items():
-            rows.append({"hardware": name, "convention": convention, "energy_nj": synops * costs.add_pj / 1e3,
-                         "latency_us": float("nan")})
-        for name, costs in LOIHI.items() if convention in ON_LOIHI else ():
-            chip = loihi_estimate(synops, neuron_updates, spikes, costs)
-            rows.append({"hardware": name, "convention": convention, "energy_nj": chip.total_nj,
-                         "latency_us": chip.latency_us if costs is DAVIES_2018 else float("nan")})
-    return pd.DataFrame(rows)
+    (the Loihi stage's SLAYER student, ``synops`` including its input spikes'): every convention gives the
+    same figures (on Loihi, those of :data:`ON_LOIHI`)."""
+    counted = SpikingCounts(steps=1, encoding="rate", inputs=InputStatistics(0, 0.0, 0.0), input_fan_out=0,
+                            input_spikes=0.0, hidden_synops=synops, neuron_updates=neuron_updates, spikes=spikes)
+    return snn_energies(counted)
 
 
 def wide(table: pd.DataFrame, index: Iterable[str] = ("model",)) -> pd.DataFrame:

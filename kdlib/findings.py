@@ -10,8 +10,8 @@ plain tables of metrics:
     one row per trained student: ``dataset``, ``variant``, ``seed``, ``accuracy``, ``spikes``;
 ``students``
     one row per (dataset, variant), the mean over seeds: ``accuracy``, ``accuracy_std``, ``spikes``
-    (per test image, all hidden layers and steps), ``seeds``, and where stage 3 ran ``energy_45nm_nj``
-    and ``energy_loihi_nj`` (:func:`seed_means` makes it from one row per trained student);
+    (per test image, all hidden layers and steps), ``seeds`` (:func:`seed_means` makes it from one row per
+    trained student);
 ``spikes``
     one row per dataset of the spike analysis's ``metrics.json`` (index ``dataset``);
 ``chips``
@@ -35,8 +35,8 @@ from kdlib.stats import mean_interval, paired_difference
 
 def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     """The ``students`` table of this module from one row per trained student: ``dataset``, ``variant``,
-    ``accuracy``, ``spikes`` and, where known, ``energy_45nm_nj`` and ``energy_loihi_nj``."""
-    columns = [c for c in ("accuracy", "spikes", "energy_45nm_nj", "energy_loihi_nj") if c in runs]
+    ``accuracy`` and ``spikes``."""
+    columns = ["accuracy", "spikes"]
     grouped = runs.groupby(["dataset", "variant"], sort=False)
     means = grouped[columns].mean()
     means["accuracy_std"] = grouped["accuracy"].std(ddof=1)
