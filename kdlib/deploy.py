@@ -7,6 +7,12 @@ The Lava run
     :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains` records every
     spike of a few images. :func:`check_netx` refuses, up front and naming the layer, a netx file that the
     runner cannot run (an Input block, a convolution, image-shaped layers).
+The students of stage 2
+    :func:`to_loihi` maps a trained student onto Loihi's integers (:mod:`kdlib.fixed_point`), choosing the
+    resolution of its graded input on validation; :func:`selected_seed` picks the seed whose student model
+    selection deploys; :func:`message_chunks` streams the graded input into :func:`run_lava`, whose
+    ``readout`` option reads the integrating readout layer's voltage, and :func:`compare_readout` sets it
+    beside the PyTorch fixed-point model image by image.
 The costs
     :meth:`ImageSpikes.synops` and :meth:`ImageSpikes.neuron_updates` give the operations of each image;
     :func:`kdlib.spikes.loihi_estimate` (Davies et al.'s per-operation figures, kept in
@@ -30,10 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kdlib import lava_compat
 from kdlib.data import Split, encode
+from kdlib.fixed_point import HEADROOMS, FixedRun, LoihiNetwork, convert, payload, run
 from kdlib.slayer import LoihiMLP
 from kdlib.spikes import neuron_updates
 from kdlib.train import progress
@@ -201,11 +208,11 @@ class ImageSpikes:
         """Images whose highest output count is shared by several classes (the prediction depends on class order)."""
         return (self.outputs == self.outputs.max(1, keepdims=True)).sum(1) > 1
 
-    def synops(self, net: LoihiMLP) -> np.ndarray:
+    def synops(self, net: LoihiMLP | LoihiNetwork) -> np.ndarray:
         """Synaptic operations per image: every spike, input spikes included, times the synapses it drives."""
         return self.inputs * net.input_fan_out() + self.layers @ np.asarray(net.fan_outs())
 
-    def neuron_updates(self, net: LoihiMLP, steps: int) -> int:
+    def neuron_updates(self, net: LoihiMLP | LoihiNetwork, steps: int) -> int:
         """Neuron state updates per image: every neuron, every step."""
         return neuron_updates(net.layer_widths(), steps)
 
@@ -227,18 +234,21 @@ def run_torch(net: LoihiMLP, chunks: Iterable[Tensor]) -> ImageSpikes:
 
 @dataclass(frozen=True)
 class LavaRun:
-    """What :func:`run_lava` measured: the spike counts, the simulated steps and the wall time."""
+    """What :func:`run_lava` measured: the spike counts, the simulated steps and the wall time, and the
+    output layer's voltage at each image's last step when it was read (``readout``, (N, classes))."""
 
     counts: ImageSpikes
     steps: int
     seconds: float
+    readout: np.ndarray | None = None
 
     @property
     def steps_per_second(self) -> float:
         return self.steps / self.seconds
 
 
-def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.ndarray], int]:
+def _simulate(path: Path, x_seq: Tensor, trains: bool = False, message_bits: int = 0,
+              readout: bool = False) -> tuple[list[np.ndarray], int, np.ndarray | None]:
     """Run the images of ``x_seq`` (T, B, ...) back to back through a fresh Lava network built from ``path``.
 
     Returns, per layer, its activity in the steps that belong to the images, image after image, T columns
@@ -256,6 +266,11 @@ def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.
     [kT + 1 + l, kT + T + 1 + l); a counter adds one step. The last image leaves the output layer
     ``depth`` steps after its last input column, so the run is that much longer; the source wraps around
     meanwhile, into a window that is never read.
+
+    ``message_bits`` > 0 sends the stream's integers as graded spikes. With ``readout``, the output layer's
+    voltage is also recorded (a Monitor) and returned at the last step of each image, (B, neurons): for a
+    readout layer that integrates and never fires (:mod:`kdlib.fixed_point`). A monitor's row s − 1 holds
+    the state after step s, so image k's last step is row kT + T + l for the output layer l.
     """
     from lava.lib.dl import netx
     from lava.magma.core.run_conditions import RunSteps
@@ -263,13 +278,15 @@ def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.
     from lava.proc.dense.process import Dense
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
+    from lava.proc.monitor.process import Monitor
 
     steps, images = x_seq.shape[:2]
     stream = x_seq.reshape(steps, images, -1).permute(2, 1, 0).reshape(-1, images * steps)  # image after image
     inputs = check_netx(path)[0]
     if stream.shape[0] != inputs:
         raise NetxError(f"{path}: layer 0 takes {inputs} inputs, but the images give {stream.shape[0]} per step")
-    net = netx.hdf5.Network(net_config=str(path), reset_interval=steps, reset_offset=1)
+    net = netx.hdf5.Network(net_config=str(path), reset_interval=steps, reset_offset=1,
+                            input_message_bits=message_bits)
     depth = len(net.layers)
     run_steps = images * steps + depth
     source = Source(data=stream.numpy().astype(np.int32))
@@ -286,40 +303,52 @@ def _simulate(path: Path, x_seq: Tensor, trains: bool = False) -> tuple[list[np.
             layer.out.connect(adder.s_in)
             adder.a_out.connect(sink.a_in)
             monitors.append((sink, 2 + i))
+    voltage = None
+    if readout:
+        voltage = Monitor()
+        voltage.probe(target=net.layers[-1].neuron.v, num_steps=run_steps)
     try:
         net.run(condition=RunSteps(num_steps=run_steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
         series = [sink.data.get()[:, first:first + images * steps].round().astype(np.int64)
                   for sink, first in monitors]
+        last_steps = np.arange(images) * steps + steps + depth - 1
+        final = None if voltage is None else \
+            voltage.get_data()[net.layers[-1].neuron.name]["v"][last_steps].round().astype(np.int64)
     finally:
         net.stop()
-    return series, run_steps
+    return series, run_steps, final
 
 
-def run_lava(path: str | Path, chunks: Iterable[Tensor], total: int | None = None) -> LavaRun:
+def run_lava(path: str | Path, chunks: Iterable[Tensor], total: int | None = None, *, message_bits: int = 0,
+             readout: bool = False) -> LavaRun:
     """Run the exported network in Lava's bit-accurate Loihi simulation (``Loihi2SimCfg``, ``fixed_pt``)
-    on a stream of input chunks (from :func:`spike_chunks`; ``total``: their number, for the progress bar).
+    on a stream of input chunks, (T, B, ...) each (from :func:`spike_chunks`, or graded messages with
+    ``message_bits`` > 0; ``total``: the number of chunks, for the progress bar).
 
     Each chunk is one Lava run of its images back to back, T steps each, with every layer reset between
-    images (see :func:`_simulate`); the spikes of every layer per image are counted in Lava.
+    images (see :func:`_simulate`); the spikes of every layer per image are counted in Lava, and with
+    ``readout`` the output layer's voltage at each image's last step is read too.
     """
     _lava_runtime()
-    parts, steps, tic = [], 0, time.perf_counter()
+    parts, finals, steps, tic = [], [], 0, time.perf_counter()
     for x_seq in progress(chunks, total=total, desc="Lava", unit="chunk", mininterval=0):
         t, images = x_seq.shape[:2]
-        series, run_steps = _simulate(Path(path), x_seq)
+        series, run_steps, final = _simulate(Path(path), x_seq, message_bits=message_bits, readout=readout)
         per_image = [s.reshape(len(s), images, t).sum(-1) for s in series]  # (neurons or 1, B)
         parts.append(ImageSpikes(outputs=per_image[-1].T, layers=np.stack([p.sum(0) for p in per_image], 1),
-                                 inputs=x_seq.sum(0).flatten(1).sum(1).long().numpy()))
+                                 inputs=x_seq.ne(0).sum(0).flatten(1).sum(1).long().numpy()))
+        finals.append(final)
         steps += run_steps
-    return LavaRun(ImageSpikes.concat(parts), steps, time.perf_counter() - tic)
+    voltage = np.concatenate(finals) if readout else None
+    return LavaRun(ImageSpikes.concat(parts), steps, time.perf_counter() - tic, voltage)
 
 
-def lava_spike_trains(path: str | Path, x_seq: Tensor) -> list[np.ndarray]:
+def lava_spike_trains(path: str | Path, x_seq: Tensor, message_bits: int = 0) -> list[np.ndarray]:
     """Every layer's spikes in Lava for a few images: one (T, B, neurons) 0/1 array per layer, in the
     layout of :attr:`SpikingOutput.spikes` (for rasters and step-by-step checks)."""
     _lava_runtime()
     steps, images = x_seq.shape[:2]
-    series, _ = _simulate(Path(path), x_seq, trains=True)
+    series, _, _ = _simulate(Path(path), x_seq, trains=True, message_bits=message_bits)
     return [s.reshape(len(s), images, steps).transpose(2, 1, 0) for s in series]
 
 
@@ -338,4 +367,77 @@ def compare(labels: Tensor | np.ndarray, lava: ImageSpikes, fixed: ImageSpikes,
         frame.insert(3, "torch_float", floating.predictions())
     for i in range(lava.layers.shape[1]):
         frame[f"spikes_layer{i}"] = lava.layers[:, i]
+    return frame
+
+
+# ------------------------------------------------------------------------------ the students of stage 2
+def selected_seed(metrics: dict[str, Any]) -> int:
+    """The seed of a stage-2 run whose student has the best validation accuracy (the lowest seed among ties):
+    the student that model selection on validation deploys."""
+    seeds = metrics["seeds"]
+    return int(max(sorted(seeds, key=int), key=lambda s: seeds[s]["val_accuracy"]))
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A stage-2 student in Loihi's integers: the network, the validation accuracy of every candidate
+    (``candidates``: (input bits, headroom) → accuracy), and the test set in the PyTorch fixed-point model
+    (``fixed``) beside the float student's predictions (``floating``)."""
+
+    net: LoihiNetwork
+    candidates: dict[tuple[int, float], float]
+    fixed: FixedRun
+    floating: np.ndarray
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.candidates[(self.net.input_bits, self.net.headroom)]
+
+
+@torch.no_grad()
+def to_loihi(student: nn.Module, val: Split, test: Split, *, steps: int, input_bits: Iterable[int],
+             calibration_images: int, name: str) -> Deployment:
+    """Map ``student`` onto Loihi's integers at every candidate resolution of ``input_bits`` and every
+    headroom of :data:`kdlib.fixed_point.HEADROOMS`, keep the one with the best validation accuracy (among
+    ties: the fewest bits, then the larger headroom), and run the test set through it.
+
+    Raises :class:`kdlib.fixed_point.NotDeployable` for a student the chip has no model for."""
+    labels = val.y.numpy()
+    nets = {(b, h): convert(student, val.x[:calibration_images], steps=steps, input_bits=b, headroom=h, name=name)
+            for b in sorted(set(input_bits)) for h in HEADROOMS}
+    candidates = {key: float((run(net, payload(val.x, key[0])).predictions() == labels).mean())
+                  for key, net in nets.items()}
+    best = max(candidates, key=lambda k: (candidates[k], -k[0], k[1]))
+    floating = student(encode(test.x, steps, "direct")).logits.argmax(1).numpy()
+    return Deployment(nets[best], candidates, run(nets[best], payload(test.x, best[0])), floating)
+
+
+def message_chunks(net: LoihiNetwork, x: Tensor, chunk_size: int) -> Iterator[Tensor]:
+    """The graded input messages of images ``x``, ``chunk_size`` images at a time, (T, B, pixels) each."""
+    for start in range(0, len(x), chunk_size):
+        messages = payload(x[start:start + chunk_size], net.input_bits)
+        yield messages.unsqueeze(0).expand(net.steps, *messages.shape)
+
+
+def compare_readout(labels: Tensor | np.ndarray, lava: LavaRun, fixed: FixedRun,
+                    floating: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per image run in Lava: label, predictions of Lava, the PyTorch fixed-point model (and the
+    float student), whether Lava's readout voltages and every layer's spike count equal PyTorch's, ties of
+    the readout, the input messages and Lava's spikes per layer."""
+    if lava.readout is None:
+        raise ValueError("this Lava run did not read the readout layer's voltage (run_lava(..., readout=True))")
+    n = len(lava.readout)
+    predicted = lava.readout.argmax(1)
+    frame = pd.DataFrame({
+        "label": np.asarray(labels)[:n], "lava": predicted, "torch_fixed": fixed.predictions()[:n],
+        "same_prediction": predicted == fixed.predictions()[:n],
+        "same_readout": (lava.readout == fixed.readout[:n]).all(1),
+        "same_layer_spikes": (lava.counts.layers == fixed.layers[:n]).all(1),
+        "lava_tie": (lava.readout == lava.readout.max(1, keepdims=True)).sum(1) > 1,
+        "input_messages": lava.counts.inputs,
+    })
+    if floating is not None:
+        frame.insert(3, "torch_float", np.asarray(floating)[:n])
+    for i in range(lava.counts.layers.shape[1]):
+        frame[f"spikes_layer{i}"] = lava.counts.layers[:, i]
     return frame
