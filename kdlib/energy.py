@@ -220,7 +220,7 @@ def ann_energies(counts: AnnCounts, precision: Literal["FP32", "INT8"]) -> pd.Da
 
 def loihi_run_energies(synops: float, neuron_updates: float, spikes: float) -> pd.DataFrame:
     """Rows for a network whose input already arrives as spikes and whose operations were counted in a run
-    (the Loihi stage's SLAYER student, ``synops`` including its input spikes'): every convention gives the
+    (a student run in Lava, ``synops`` including its input events'): every convention gives the
     same figures (on Loihi, those of :data:`ON_LOIHI`)."""
     counted = SpikingCounts(steps=1, encoding="rate", inputs=InputStatistics(0, 0.0, 0.0), input_fan_out=0,
                             input_spikes=0.0, hidden_synops=synops, neuron_updates=neuron_updates, spikes=spikes)

@@ -195,14 +195,23 @@ class SpikesParams(_Section):
 
 
 class LoihiParams(_Section):
-    """Stage 4: the Loihi-compatible student, its training, and how the Lava run is chunked.
+    """Stage 4: the stage-2 students in Loihi's fixed point, the SLAYER baseline, and how Lava runs are chunked.
 
-    The field names that :func:`kdlib.distill.distill` reads (``steps``, ``encoding``, ``epochs``,
+    Every spiking student of stage 2 is mapped onto Loihi's integers (:mod:`kdlib.fixed_point`) and run in
+    Lava. The SLAYER baseline is a network of lava-dl's own, trained on the chip's arithmetic; the field
+    names that :func:`kdlib.distill.distill` reads for it (``steps``, ``encoding``, ``epochs``,
     ``batch_size``, ``lr``, ``weight_decay``, ``max_shift``) mean what they mean in the student section.
     """
 
     datasets: list[Dataset] = Field(min_length=1)
-    variant: str  # the entry of ``variants`` whose objective trains the student
+    # the deployment of the stage-2 students: graded input messages of these many bits (the candidates; each
+    # student takes the one with the best validation accuracy), integer scales set on calibration_images
+    # validation images, lava_images test images per student in Lava (the best student runs on all of them)
+    input_bits: list[Annotated[int, Field(ge=1, le=8)]] = Field(min_length=1)
+    calibration_images: int = Field(ge=1)
+    lava_images: int = Field(ge=1)
+    baseline: list[Dataset]  # datasets on which the SLAYER baseline is trained too (each in loihi.datasets)
+    variant: str  # the variant whose objective trains the SLAYER baseline (its stage-2 student goes to NIR)
     hidden: list[int] = Field(min_length=1)
     steps: int = Field(ge=1, le=256)  # time steps per image, on the chip as in training
     encoding: Literal["rate"] = "rate"  # not a choice: Loihi takes binary spikes, so the image is rate-coded
@@ -269,6 +278,10 @@ def _check_references(params: Params, source: str) -> None:
         if dataset not in params.data.datasets:
             raise ParamsError(f"{source}: loihi.datasets.{i} = {dataset!r}: not in data.datasets "
                               f"({', '.join(params.data.datasets)})")
+    for i, dataset in enumerate(loihi.baseline):
+        if dataset not in loihi.datasets:
+            raise ParamsError(f"{source}: loihi.baseline.{i} = {dataset!r}: not in loihi.datasets "
+                              f"({', '.join(loihi.datasets)})")
     if loihi.variant not in params.distill.variants:
         raise ParamsError(f"{source}: loihi.variant = {loihi.variant!r}: not one of distill.variants "
                           f"({', '.join(params.distill.variants)}); its student of the first seed is written as NIR")
@@ -292,7 +305,7 @@ def _check_sizes(params: Params, source: str) -> None:
         for name in params.distill.variants:
             sizes[f"variants.{name} (student.batch_size)"] = student_for(
                 params.student, params.variants, name, dataset, source).batch_size
-        if dataset in params.loihi.datasets:
+        if dataset in params.loihi.baseline:
             sizes["loihi.batch_size"] = params.loihi.batch_size
         for key, size in sizes.items():
             if size > train:

@@ -40,7 +40,7 @@ STAGES: dict[str, Stage] = {
     "teacher": Stage("notebooks/01_teacher.ipynb", ("data", "teacher")),
     "distill": Stage("notebooks/02_distill.ipynb", ("data", "student")),
     "spikes": Stage("notebooks/03_spikes.ipynb", ("data", "spikes")),
-    "loihi": Stage("notebooks/04_loihi.ipynb", ("data", "loihi")),
+    "loihi": Stage("notebooks/04_loihi.ipynb", ("data", "distill", "loihi")),
     "report": Stage("notebooks/05_report.ipynb", (), per_dataset=False),
 }
 
@@ -118,7 +118,8 @@ def stage_parameters(stage: str, dataset: str | None, params: P.Params, *, param
         name = params.loihi.variant
         nir_student = student_path(root, dataset, name, params.distill.seeds[0])
         parameters |= {"variant_name": name, "variant": params.variants[name].model_dump(),
-                       "teacher_dir": teacher_dir, "nir_student": str(nir_student)}
+                       "teacher_dir": teacher_dir, "nir_student": str(nir_student),
+                       "students_dir": str(results_dir("distill", [dataset], root))}
     if stage == "spikes":
         parameters |= {"teacher_dir": teacher_dir, "students_dir": str(results_dir("distill", [dataset], root))}
     return out_dir, parameters

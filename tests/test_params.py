@@ -144,6 +144,10 @@ def test_notebook_parameters_use_the_same_rules() -> None:
      "params.yaml: loihi.variant = 'kd': its student has 'ste-continuous' neurons", ["'lif'"]),
     ({"loihi.steps": 0}, "params.yaml: loihi.steps = 0:", []),
     ({"loihi.encoding": "direct"}, "params.yaml: loihi.encoding = 'direct':", ["'rate'"]),
+    ({"loihi.baseline": ["mnist"]}, "params.yaml: loihi.baseline.0 = 'mnist': not in loihi.datasets", ["mnist-5k"]),
+    ({"loihi.input_bits": [4, 9]}, "params.yaml: loihi.input_bits.1 = 9:", ["8"]),
+    ({"loihi.input_bits": []}, "params.yaml: loihi.input_bits = []:", ["at least 1"]),
+    ({"loihi.lava_images": 0}, "params.yaml: loihi.lava_images = 0:", ["1"]),
 ])
 def test_bad_loihi_values_are_named(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
     _fails(tmp_path, edit, prefix, allowed)

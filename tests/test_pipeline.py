@@ -100,6 +100,11 @@ def test_the_study_report_reads_like_a_paper(built: Path) -> None:
 def test_lava_agrees_with_pytorch(built: Path) -> None:
     chip = json.loads((built / "results/loihi/mnist-5k/metrics.json").read_text())
     assert chip["images"] == 1000 and chip["agreement"] == 1.0 and chip["nir_roundtrip_differences"] == 0
+    assert chip["readout_agreement"] == 1.0 and chip["layer_spike_agreement"] == 1.0
+    assert set(chip["deployed"]) == {"scratch", "kd"} and chip["refused"] == {}
+    assert all(d["agreement"] == d["readout_agreement"] == d["layer_spike_agreement"] == 1.0
+               for d in chip["deployed"].values())
+    assert chip["baseline"]["agreement"] == 1.0 and chip["baseline"]["images"] == 20
 
 
 def test_every_report_is_rendered_and_indexed(built: Path) -> None:
