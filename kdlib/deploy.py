@@ -1,7 +1,8 @@
 """Deployment in Lava: a netx network run in Lava's bit-accurate Loihi simulation, image by image, beside PyTorch.
 
 The Lava run
-    :func:`run_lava` runs a netx HDF5 file (:meth:`kdlib.slayer.LoihiMLP.export_hdf5`) in Lava's
+    :func:`run_lava` runs a netx HDF5 file (:meth:`kdlib.slayer.LoihiMLP.export_hdf5`,
+    :func:`kdlib.fixed_point.export_netx`) in Lava's
     bit-accurate Loihi simulation over a whole test set streamed image after image, and reads each layer's
     spike count per image from Lava itself. :func:`run_torch` counts the same on the PyTorch model,
     :func:`compare` puts the two side by side, image by image; :func:`lava_spike_trains` records every

@@ -12,11 +12,14 @@ for one step of a layer:
     v' = clip₂₄(trunc(v·(4096 − dv) / 4096) + u + (bias << 6))
     spike where v' > θ << 6, then v' = 0
 
-:func:`convert` chooses one scale per layer (integer units per unit of the float pre-activation), so that
-w = s·W/τ, bias = s·b/τ and θ = s·θ_float, as large as the weight mantissa, the 13-bit bias, the 17-bit
-threshold and the 24-bit current allow (:class:`LayerScale` says which limit bound it). The readout is a
-layer of CUBA neurons that never fire (θ at its maximum, no voltage decay): its voltage at the last step
-is Σₜ (W·hₜ + b) in integers, T times the logits, and its arg-max is the prediction.
+:func:`convert` chooses one scale s per layer (integer units per unit of the float pre-activation), so
+that w = s·W/τ (in the first layer per intensity level of the input messages), bias = s·b/τ and
+θ = s·θ_float, as large as the weight mantissa, the 13-bit bias and the 17-bit threshold allow and as the
+24-bit current allows on calibration images (:class:`LayerScale` says which limit bound it). The readout
+is a layer of CUBA neurons that do not fire (θ at its maximum, no voltage decay, w = s·W, bias = s·b): its
+voltage at the last step is 64·Σₜ (W·hₜ + b) in integers, T times the logits (clipped to 24 bits, and it
+fires, resetting to 0, only above θ), and its arg-max is the prediction. Images that drive a neuron
+harder than any calibration image can still wrap a current; the PyTorch model wraps it as Lava does.
 
 The input is the image as **graded spikes** (Loihi 2's ``input_message_bits``): every step, each pixel
 with a non-zero value sends its intensity, rounded to ``input_bits`` bits, the direct encoding the
@@ -30,6 +33,7 @@ convolution) raises :class:`NotDeployable`, whose message names what does not fi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -45,6 +49,7 @@ WEIGHT_MIN, WEIGHT_MAX = -256, 254   # an 8-bit signed mantissa on SLAYER's grid
 BIAS_MAX = 4095                      # 13-bit signed bias mantissa (netx applies bias_exp = 6)
 THRESHOLD_MAX = 131071               # 17-bit threshold mantissa (vThMant)
 STATE_LIMIT = 2 ** 23                # current and voltage are 24-bit: u wraps at ±2²³, v clips at ±(2²³ − 1)
+CURRENT_LIMIT = STATE_LIMIT >> 6     # |a| at which the current u = a << 6 would wrap
 DECAY_UNITY = 4096                   # decays are 12-bit fractions
 SHIFT = 6                            # a, bias and θ are shifted left by 6 bits into the state's units
 HEADROOMS = (2.0, 1.0)               # the largest calibration current may use half, or all, of the 24-bit range
@@ -70,7 +75,8 @@ class LoihiLayer:
 
     @property
     def float_equivalent(self) -> np.ndarray:
-        """The float weights these integers stand for (per unit of the student's pre-activation)."""
+        """The float weights these integers stand for (per input message: in the first layer, per
+        intensity level)."""
         return self.weight / self.scale
 
 
@@ -111,16 +117,22 @@ def _lif(student: nn.Module, name: str) -> LIFParameters:
     if not isinstance(student, SpikingMLP):
         raise NotDeployable(f"{name}: a {type(student).__name__}; only fully connected students "
                             "(SpikingMLP) map onto netx's dense CUBA layers")
-    params = {type(n.params).__name__: n.params for n in student.neurons}
-    if set(params) != {"LIFParameters"}:
-        kind = ", ".join(sorted(set(params) - {"LIFParameters"}))
-        raise NotDeployable(f"{name}: {kind} neurons (straight-through spikes); Loihi's CUBA neuron has no model "
-                            "for a binary straight-through neuron or a reset by subtraction")
-    (lif,) = {n.params for n in student.neurons}
+    kinds = {type(n.params).__name__ for n in student.neurons}
+    if kinds != {"LIFParameters"}:
+        raise NotDeployable(f"{name}: {', '.join(sorted(kinds - {'LIFParameters'}))} neurons (straight-through "
+                            "spikes); Loihi's CUBA neuron has no model for a binary straight-through neuron or a "
+                            "reset by subtraction")
+    models = {n.params for n in student.neurons}
+    if len(models) != 1:
+        raise NotDeployable(f"{name}: its layers have different LIF parameters ({sorted(models)}); the deployment "
+                            "maps one neuron model")
+    (lif,) = models
     dv = DECAY_UNITY / lif.tau_mem
     if not 0 <= round(dv) <= DECAY_UNITY - 1:
         raise NotDeployable(f"{name}: tau_mem = {lif.tau_mem} gives a voltage decay of {dv:.1f}/4096, outside "
                             "Loihi's 12 bits (0 to 4095)")
+    if lif.v_th <= 0:
+        raise NotDeployable(f"{name}: v_th = {lif.v_th}; Loihi's threshold is a positive integer")
     return lif
 
 
@@ -131,25 +143,32 @@ def _mantissas(w: Tensor, scale: float) -> np.ndarray:
 
 def choose_scale(weight: Tensor, bias: Tensor, threshold: float | None, peak_current: float,
                  worst_current: float, headroom: float = HEADROOMS[0]) -> LayerScale:
-    """The largest scale that fits every integer of a layer.
+    """The largest scale that fits every integer of a layer, from its float values (:func:`convert` then
+    checks the rounded integers and shrinks the scale where rounding went over).
 
     ``weight`` and ``bias`` are per unit of input message; ``threshold`` is None for the readout, whose
-    summed voltage ``peak_current`` (the largest |Σₜ(W·h + b)| on calibration images) must stay below the
-    threshold it never reaches. For a hidden layer, ``peak_current`` is the largest |W·x| on calibration
-    images and ``worst_current`` the largest |W·x| any input could give: the current a << 6 must not wrap.
+    summed voltage ``peak_current`` (the largest |Σₜ(W·h + b)| on calibration images) times ``headroom``
+    must stay below the threshold it never reaches. For a hidden layer, ``peak_current`` is the largest
+    |W·x| on calibration images and ``worst_current`` the largest |W·x| any input could give: where the
+    worst input could wrap the 24-bit current, the calibration images' largest current times ``headroom``
+    must not.
     """
     limits: dict[Limit, float] = {"weights": WEIGHT_MAX / max(weight.abs().max().item(), 1e-30)}
     if bias.abs().max().item() > 0:
         limits["bias"] = BIAS_MAX / bias.abs().max().item()
     if threshold is not None:
         limits["threshold"] = THRESHOLD_MAX / threshold
-        budget = STATE_LIMIT >> SHIFT
-        if worst_current * min(limits.values()) >= budget:  # the worst input could wrap the current
-            limits["current"] = budget / (headroom * max(peak_current, 1e-30))
+        if worst_current * min(limits.values()) >= CURRENT_LIMIT:
+            limits["current"] = (CURRENT_LIMIT - 1) / (headroom * max(peak_current, 1e-30))
     else:
-        limits["readout"] = THRESHOLD_MAX / (headroom * max(peak_current, 1e-30))
+        limits["readout"] = (THRESHOLD_MAX - 1) / (headroom * max(peak_current, 1e-30))
     limit = min(limits, key=limits.__getitem__)
     return LayerScale(limits[limit], limit)
+
+
+def _worst(weight: np.ndarray, top: int) -> int:
+    """The largest |a| that any input of messages in [0, top] could give these integer weights."""
+    return top * max(int(np.clip(weight, 0, None).sum(1).max()), int(-np.clip(weight, None, 0).sum(1).max()))
 
 
 def payload(x: Tensor, bits: int) -> Tensor:
@@ -161,10 +180,13 @@ def payload(x: Tensor, bits: int) -> Tensor:
 def convert(student: nn.Module, calibration: Tensor, *, steps: int, input_bits: int,
             headroom: float = HEADROOMS[0], name: str = "student") -> LoihiNetwork:
     """Map a trained LIF student onto Loihi's integers, with its scales chosen on ``calibration`` images
-    (validation images in [0, 1], (B, 1, 28, 28)): see the module's description. ``headroom``: how many
-    times the largest calibration current fits in the 24-bit current (and the readout's largest sum below
-    its threshold); 1 gives the weights one more bit, at the risk of a wrapped current on an image that
-    drives a neuron harder than any calibration image."""
+    (validation images in [0, 1], (B, 1, 28, 28)): see the module's description.
+
+    ``headroom``: how many times the largest calibration current must fit in the 24-bit current (where
+    the worst input could wrap it) and the readout's largest sum below its threshold; 1 leaves the first
+    layer's weights one more bit when the current bounds its scale, at the risk of a wrapped current (or
+    a firing readout) on an image that drives a neuron harder than any calibration image. Every bound is
+    checked on the rounded integers."""
     lif = _lif(student, name)
     if not 1 <= input_bits <= 8:
         raise NotDeployable(f"{name}: input_bits = {input_bits}; Loihi 2's graded spikes carry 1 to 8 bits here")
@@ -176,13 +198,19 @@ def convert(student: nn.Module, calibration: Tensor, *, steps: int, input_bits: 
     layers = []
     for i, (synapse, neurons) in enumerate(zip(student.synapses, student.neurons, strict=True)):
         w, b = synapse.weight.double() * gain, synapse.bias.double() * gain
-        per_message = w / levels if i == 0 else w
+        per_message, top = (w / levels, levels) if i == 0 else (w, 1)
         peak = (messages @ per_message.T).abs().max().item()
-        top = levels if i == 0 else 1.0
         worst = top * max(per_message.clamp(min=0).sum(1).max().item(), (-per_message.clamp(max=0)).sum(1).max().item())
         scale, limit = choose_scale(per_message, b, lif.v_th, peak, worst, headroom)
-        layers.append(LoihiLayer(_mantissas(per_message, scale), torch.round(b * scale).long().numpy(),
-                                 max(1, round(lif.v_th * scale)), DECAY_UNITY - 1, dv, scale, limit))
+
+        def fits(s: float, per_message: Tensor = per_message, messages: Tensor = messages, top: int = top) -> bool:
+            weight = _mantissas(per_message, s)
+            if _worst(weight, top) < CURRENT_LIMIT:
+                return True  # no input can wrap the current
+            return headroom * (messages @ torch.from_numpy(weight).double().T).abs().max().item() <= CURRENT_LIMIT - 1
+
+        scale = _shrink(scale, fits, name, i)
+        layers.append(_layer(per_message, b, scale, max(1, round(lif.v_th * scale)), dv, limit, name, i))
         current = synapse(h.float())
         if current.dim() == 2:  # the constant input current of direct encoding
             current = current.unsqueeze(0).expand(steps, *current.shape)
@@ -191,21 +219,42 @@ def convert(student: nn.Module, calibration: Tensor, *, steps: int, input_bits: 
     w, b = student.head.weight.double(), student.head.bias.double()
     summed = (torch.einsum("tbi,oi->bo", h.double(), w) + steps * b).abs().max().item()
     scale, limit = choose_scale(w, b, None, summed, 0.0, headroom)
-    layers.append(LoihiLayer(_mantissas(w, scale), torch.round(b * scale).long().numpy(), THRESHOLD_MAX,
-                             DECAY_UNITY - 1, 0, scale, limit))
-    for i, layer in enumerate(layers):
-        if np.abs(layer.bias).max(initial=0) > BIAS_MAX:
-            raise NotDeployable(f"{name}: layer {i}'s bias needs {np.abs(layer.bias).max()} > {BIAS_MAX}, "
-                                "outside the 13-bit mantissa")
+
+    def readout_fits(s: float) -> bool:
+        weight, bias = torch.from_numpy(_mantissas(w, s)).double(), torch.round(b * s)
+        total = torch.einsum("tbi,oi->bo", h.double(), weight) + steps * bias
+        return headroom * total.abs().max().item() <= THRESHOLD_MAX - 1
+
+    scale = _shrink(scale, readout_fits, name, len(layers))
+    layers.append(_layer(w, b, scale, THRESHOLD_MAX, 0, limit, name, len(layers)))
     return LoihiNetwork(tuple(layers), steps, input_bits, headroom)
+
+
+def _shrink(scale: float, fits: Callable[[float], bool], name: str, index: int) -> float:
+    """``scale``, or the first of it shrunk by 1 % steps at which the rounded integers fit."""
+    for _ in range(200):
+        if fits(scale):
+            return scale
+        scale *= 0.99
+    raise NotDeployable(f"{name}: layer {index}'s integers do not fit the 24-bit current at any usable scale")
+
+
+def _layer(weight: Tensor, bias: Tensor, scale: float, threshold: int, dv: int, limit: Limit, name: str,
+           index: int) -> LoihiLayer:
+    """The integers of one layer; a layer without a positive weight is refused (netx reads its sign wrongly)."""
+    mantissas = _mantissas(weight, scale)
+    if mantissas.max() <= 0:
+        raise NotDeployable(f"{name}: layer {index} has no positive weight at 8 bits; netx cannot store an "
+                            "all-inhibitory layer")
+    return LoihiLayer(mantissas, torch.round(bias * scale).long().numpy(), threshold, DECAY_UNITY - 1, dv, scale, limit)
 
 
 # --------------------------------------------------------------------------------------------- the model
 class FixedRun(NamedTuple):
     """What :func:`run` computed for a batch: ``readout`` (B, classes), the readout's voltage at the last
-    step (Σₜ (W·h + b) in integers, << 6); ``layers`` (B, layers) spikes per layer, the readout's included
-    (it fires only if its voltage saturates); ``peak_current`` the largest |a| of any layer and step;
-    ``trains`` the spikes of every layer at every step."""
+    step (64·Σₜ (W·h + b) in integers); ``layers`` (B, layers) spikes per layer, the readout's included
+    (it fires only where Σₜ (W·h + b) passes its threshold, 2¹⁷ − 1); ``peak_current`` the largest |a| of
+    any layer and step; ``trains`` the spikes of every layer at every step."""
 
     readout: np.ndarray
     layers: np.ndarray
@@ -216,13 +265,19 @@ class FixedRun(NamedTuple):
         return self.readout.argmax(1)
 
 
+def _int32(x: Tensor) -> Tensor:
+    """Wrap int64 values as Lava's int32 arithmetic does."""
+    return torch.remainder(x + 2 ** 31, 2 ** 32) - 2 ** 31
+
+
 def _step(u: Tensor, v: Tensor, a: Tensor, layer: LoihiLayer, bias: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """One step of Lava's ``PyLifModelBitAcc`` for a batch: returns (u, v, spikes)."""
+    """One step of Lava's ``PyLifResetModelBitAcc`` (``PyLifModelBitAcc``'s arithmetic) for a batch, int32
+    overflow included: returns (u, v, spikes)."""
     def decay(state: Tensor, d: int) -> Tensor:
         product = state * (DECAY_UNITY - d)
         return torch.sign(product) * torch.bitwise_right_shift(product.abs(), 12)
 
-    u = decay(u, layer.current_decay + 1) + torch.bitwise_left_shift(a, SHIFT)
+    u = _int32(decay(u, layer.current_decay + 1) + _int32(torch.bitwise_left_shift(a, SHIFT)))
     u = torch.where(u > STATE_LIMIT, u - 2 * STATE_LIMIT, torch.where(u <= -STATE_LIMIT, u + 2 * STATE_LIMIT, u))
     v = (decay(v, layer.voltage_decay) + u + bias).clamp(-STATE_LIMIT + 1, STATE_LIMIT - 1)
     z = v > (layer.threshold << SHIFT)

@@ -127,3 +127,34 @@ def test_to_loihi_chooses_on_validation_and_keeps_the_test_split_for_the_end() -
 def test_the_deployed_seed_is_the_best_on_validation() -> None:
     metrics = {"seeds": {"0": {"val_accuracy": 0.91}, "1": {"val_accuracy": 0.93}, "2": {"val_accuracy": 0.93}}}
     assert deploy.selected_seed(metrics) == 1
+
+
+def test_lava_and_the_model_agree_where_currents_wrap_voltages_clip_and_the_readout_fires(tmp_path: Path) -> None:
+    """A hand-built network driven far past every limit: the 24-bit current wraps (and, in the first layer,
+    Lava's int32 shift overflows), voltages clip, and the readout fires; the model must still be exact."""
+    gen = torch.Generator().manual_seed(7)
+    first = torch.randint(-128, 128, (6, 600), generator=gen) * 2
+    first[0], first[1] = 254, -256  # |a| up to 254 · 255 · 600 > 2²⁵: a << 6 overflows int32
+    hidden = FP.LoihiLayer(first.numpy(), np.array([0, 4095, -4095, 7, 0, 3]), 500, 4095, 2048, 1.0, "weights")
+    readout = FP.LoihiLayer(np.full((3, 6), 254), np.array([4095, 0, -4095]), 300, 4095, 0, 1.0, "readout")
+    net = FP.LoihiNetwork((hidden, readout), STEPS, 8, 1.0)
+    messages = torch.randint(0, 256, (6, 600), generator=gen)
+    messages[0] = 255
+    fixed = FP.run(net, messages)
+    assert fixed.peak_current << FP.SHIFT >= 2 ** 31 and fixed.layers[:, 1].sum() > 0  # overflow, readout fired
+
+    path = FP.export_netx(net, tmp_path / "wild.net")
+    chunks = [messages.unsqueeze(0).expand(STEPS, *messages.shape)]
+    lava = deploy.run_lava(path, chunks, message_bits=8, readout=True)
+    np.testing.assert_array_equal(lava.readout, fixed.readout)
+    np.testing.assert_array_equal(lava.counts.layers, fixed.layers)
+    for got, want in zip(deploy.lava_spike_trains(path, chunks[0], message_bits=8), fixed.trains, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_an_all_inhibitory_layer_is_refused() -> None:
+    student = _student()
+    with torch.no_grad():
+        student.head.weight.copy_(-student.head.weight.abs())
+    with pytest.raises(FP.NotDeployable, match="layer 2 has no positive weight"):
+        FP.convert(student, _images(50, 2), steps=STEPS, input_bits=4, name="kd")
