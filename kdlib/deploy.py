@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from kdlib import lava_compat
 from kdlib.data import Split, encode
-from kdlib.fixed_point import HEADROOMS, FixedRun, LoihiNetwork, convert, payload, run
+from kdlib.fixed_point import HEADROOMS, FixedRun, LoihiNetwork, NotDeployable, convert, payload, run
 from kdlib.slayer import LoihiMLP
 from kdlib.spikes import neuron_updates
 from kdlib.train import progress
@@ -400,12 +400,22 @@ def to_loihi(student: nn.Module, val: Split, test: Split, *, steps: int, input_b
              calibration_images: int, name: str) -> Deployment:
     """Map ``student`` onto Loihi's integers at every candidate resolution of ``input_bits`` and every
     headroom of :data:`kdlib.fixed_point.HEADROOMS`, keep the one with the best validation accuracy (among
-    ties: the fewest bits, then the larger headroom), and run the test set through it.
+    ties: the fewest bits, then the larger headroom), and run the test set through it. A candidate whose
+    integers do not fit is left out (it has no entry in ``candidates``).
 
-    Raises :class:`kdlib.fixed_point.NotDeployable` for a student the chip has no model for."""
+    Raises :class:`kdlib.fixed_point.NotDeployable` for a student the chip has no model for, or that no
+    candidate fits."""
     labels = val.y.numpy()
-    nets = {(b, h): convert(student, val.x[:calibration_images], steps=steps, input_bits=b, headroom=h, name=name)
-            for b in sorted(set(input_bits)) for h in HEADROOMS}
+    nets, refusals = {}, []
+    for b in sorted(set(input_bits)):
+        for h in HEADROOMS:
+            try:
+                nets[b, h] = convert(student, val.x[:calibration_images], steps=steps, input_bits=b, headroom=h,
+                                     name=name)
+            except NotDeployable as err:  # this resolution does not fit; another may
+                refusals.append(f"{b} bits, headroom {h:g}: {str(err).removeprefix(f'{name}: ')}")
+    if not nets:
+        raise NotDeployable(f"{name}: no candidate fits ({'; '.join(refusals)})")
     candidates = {key: float((run(net, payload(val.x, key[0])).predictions() == labels).mean())
                   for key, net in nets.items()}
     best = max(candidates, key=lambda k: (candidates[k], -k[0], k[1]))

@@ -158,3 +158,12 @@ def test_an_all_inhibitory_layer_is_refused() -> None:
         student.head.weight.copy_(-student.head.weight.abs())
     with pytest.raises(FP.NotDeployable, match="layer 2 has no positive weight"):
         FP.convert(student, _images(50, 2), steps=STEPS, input_bits=4, name="kd")
+
+
+def test_to_loihi_refuses_a_student_that_no_candidate_fits() -> None:
+    student = _student()
+    with torch.no_grad():
+        student.head.weight.copy_(-student.head.weight.abs())
+    split = Split(_images(60, 4), torch.zeros(60, dtype=torch.long))
+    with pytest.raises(FP.NotDeployable, match=r"^kd: no candidate fits \(2 bits, headroom 2: layer 2 has no positive"):
+        deploy.to_loihi(student, split, split, steps=STEPS, input_bits=[2], calibration_images=50, name="kd")
