@@ -68,7 +68,31 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
                     f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
                     f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
     lines += _energy_lines(root)
+    lines += _deployment_lines(root)
     return "\n".join(lines)
+
+
+def _deployment_lines(root: Path) -> list[str]:
+    """Stage 4 per dataset: every student of stage 2 in Loihi's integers and in Lava, or why it was not
+    deployed (``results/loihi/<dataset>/deployed.csv``)."""
+    lines = []
+    for path in sorted((root / "results" / "loihi").glob("*/deployed.csv")):
+        lines += ["", f"**{path.parent.name}: the students on Loihi** (the seed selected on validation; Lava = "
+                  "PyTorch compares the class, the readout voltages and every layer's spike count)", "",
+                  "| variant | seed | input bits | float | integers, PyTorch | Lava | images in Lava | Lava = PyTorch "
+                  "| Loihi, Davies 2018 (nJ) | Loihi, SANA-FE (nJ) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for _, r in pd.read_csv(path).iterrows():
+            if pd.isna(r.get("seed")):
+                lines.append(f"| {r.variant} | not deployed: {str(r['not deployed']).removeprefix(f'{r.variant}: ')} "
+                             "| | | | | | | | |")
+                continue
+            same = r["same class"] == r["same readout voltages"] == r["same spikes in every layer"] == 1.0
+            lines.append(
+                f"| {r.variant} | {int(r.seed)} | {int(r['input bits'])} | {r['float test accuracy']:.2%} | "
+                f"{r['fixed-point test accuracy']:.2%} | {r['Lava accuracy']:.2%} | "
+                f"{int(r['test images in Lava']):,} | {'100 %' if same else 'differs'} | "
+                f"{r['Loihi, Davies 2018 (nJ)']:,.0f} | {r['Loihi, SANA-FE (nJ)']:,.0f} |")
+    return lines
 
 
 def _energy_lines(root: Path) -> list[str]:

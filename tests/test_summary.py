@@ -20,3 +20,14 @@ def test_the_readme_summary_reads_the_committed_energy_verdicts() -> None:
     for dataset, part in flips.groupby("dataset"):
         assert f"**{dataset}: energy per image, the most accurate student ({part.student.iloc[0]})" in text
     assert text.count("| 45 nm INT8 | zero-skipping (graded spikes on Loihi) |") == flips.dataset.nunique()
+
+
+def test_the_readme_summary_reads_the_committed_deployments() -> None:
+    paths = sorted((ROOT / "results/loihi").glob("*/deployed.csv"))
+    if not paths:
+        pytest.skip("no committed deployment")
+    text = markdown(ROOT)
+    for path in paths:
+        assert f"**{path.parent.name}: the students on Loihi**" in text
+        for variant in pd.read_csv(path).variant:
+            assert f"| {variant} |" in text
