@@ -26,11 +26,14 @@ Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
   exit); the conversion's calibration on ``calibration_images`` and its run at the largest T of
   ``conversion_steps``; the noise sweep (the teacher and the first seed of every variant, at every level
   of every corruption of :data:`kdlib.analysis.CORRUPTIONS`);
-* **Loihi** (stage 4, every dataset of ``loihi.datasets``): the SLAYER student trained with its input
-  spikes at every step (so every layer runs at every step), the live teacher (``max_shift`` > 0), its
-  validation every epoch, and two PyTorch test passes (fixed point and float weights). Lava's simulation
-  is not bound by products: its measured time (``lava_seconds`` in the stage's metrics) is reported
-  beside the floor, not in it.
+* **Loihi** (stage 4, every dataset of ``loihi.datasets``): for every LIF student of stage 2, its
+  integer versions (every candidate of ``loihi.input_bits`` and :data:`kdlib.fixed_point.HEADROOMS`)
+  calibrated and run on the validation split, then on the test split beside the float student (the
+  integer model's products are float64, counted twice, and run at every step); the best student with a
+  rate code; on the datasets of ``loihi.baseline``, the SLAYER student trained with its input spikes at
+  every step, the live teacher (``max_shift`` > 0), its validation every epoch, and one PyTorch pass on
+  the ``lava_images``. Lava's simulation is not bound by products: its measured time (``lava_seconds`` in
+  the stage's metrics, and the baseline's) is reported beside the floor, not in it.
 
 Only fully connected (``mlp``) teachers and students are modelled. The wall times come from
 ``benchmarks/time_pipeline.py``'s summary of a run on the same host (``--times``); a ratio of wall time
@@ -55,6 +58,7 @@ from train_throughput import training_flops as student_training_flops  # noqa: E
 
 from kdlib import params as P  # noqa: E402
 from kdlib.analysis import CORRUPTIONS  # noqa: E402
+from kdlib.fixed_point import HEADROOMS  # noqa: E402
 
 TEST_IMAGES = {"mnist": 10_000, "fashion-mnist": 10_000, "mnist-5k": 500}
 CLASSES = 10
@@ -133,16 +137,29 @@ def study_flops(params: P.Params) -> dict[str, float]:
         flops[f"spikes@{dataset}"] = work
 
     lo = params.loihi
+    candidates = len(set(lo.input_bits)) * len(HEADROOMS)
     for dataset in lo.datasets:
         train, val, test = _sizes(params, dataset)
         t_cfg = params.teacher.for_dataset(dataset)
         t_fwd = forward_flops(dense_layers(t_cfg.hidden))
-        layers = dense_layers(lo.hidden)
-        student = training_flops(layers, lo.steps, constant_input=False)
-        teacher_work = lo.epochs * train * t_fwd if lo.max_shift > 0 else train * t_fwd
-        evaluation = forward_flops(layers, lo.steps, constant_input=False)
-        training = lo.epochs * (train * student + val * evaluation)
-        flops[f"loihi@{dataset}"] = teacher_work + training + 2 * test * evaluation
+        work = 0.0
+        for name in params.distill.variants:  # the deployment of every LIF student with direct input
+            cfg = P.student_for(params.student, params.variants, name, dataset)
+            if cfg.neuron != "lif" or cfg.encoding != "direct":
+                continue
+            layers = dense_layers(cfg.hidden)
+            fixed = 2 * forward_flops(layers, cfg.steps, constant_input=False)  # float64 products, every step
+            calibration = forward_flops(layers, cfg.steps, constant_input=True)
+            work += candidates * (lo.calibration_images * calibration + val * fixed)  # candidates, on validation
+            work += test * (fixed + forward_flops(layers, cfg.steps, constant_input=True))  # integers and float
+        work += test * 2 * forward_flops(dense_layers(params.student.hidden), params.student.steps, False)  # rate code
+        if dataset in lo.baseline:  # the SLAYER baseline: training, and one PyTorch pass beside Lava
+            layers = dense_layers(lo.hidden)
+            student = training_flops(layers, lo.steps, constant_input=False)
+            teacher_work = lo.epochs * train * t_fwd if lo.max_shift > 0 else train * t_fwd
+            evaluation = forward_flops(layers, lo.steps, constant_input=False)
+            work += teacher_work + lo.epochs * (train * student + val * evaluation) + lo.lava_images * evaluation
+        flops[f"loihi@{dataset}"] = work
     flops["report"] = flops["reports"] = 0.0
     return flops
 
@@ -167,8 +184,11 @@ def main() -> None:
         rate, source = sum(recorded.values()) / len(recorded) * 1e9, f"measured by {args.times.name} in the timed run"
     else:
         rate, source = matmul_gflops(repeats=args.repeats) * 1e9, "measured now"
-    lava = {f"loihi@{d}": json.loads(path.read_text()).get("lava_seconds", 0.0)
-            for d in params.loihi.datasets if (path := ROOT / "results" / "loihi" / d / "metrics.json").is_file()}
+    lava = {}
+    for d in params.loihi.datasets:
+        if (path := ROOT / "results" / "loihi" / d / "metrics.json").is_file():
+            chip = json.loads(path.read_text())
+            lava[f"loihi@{d}"] = chip.get("lava_seconds", 0.0) + chip.get("baseline", {}).get("lava_seconds", 0.0)
 
     families: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for stage, work in flops.items():
