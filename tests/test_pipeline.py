@@ -95,6 +95,7 @@ def test_the_study_report_reads_like_a_paper(built: Path) -> None:
                     "Which differences are real", "Beside the papers", "Limitations"):
         assert heading in html, heading
     assert "This run distils an ANN teacher" in html
+    assert "mnist-5k: every student of stage 2 on Loihi" in html
 
 
 def test_lava_agrees_with_pytorch(built: Path) -> None:
