@@ -149,9 +149,9 @@ def study_flops(params: P.Params) -> dict[str, float]:
                 continue
             layers = dense_layers(cfg.hidden)
             fixed = 2 * forward_flops(layers, cfg.steps, constant_input=False)  # float64 products, every step
-            calibration = forward_flops(layers, cfg.steps, constant_input=True)
-            work += candidates * (lo.calibration_images * calibration + val * fixed)  # candidates, on validation
-            work += test * (fixed + forward_flops(layers, cfg.steps, constant_input=True))  # integers and float
+            floating = forward_flops(layers, cfg.steps, constant_input=True)  # the float student, input constant
+            work += candidates * (lo.calibration_images * floating + val * fixed)  # candidates, on validation
+            work += test * (fixed + floating)  # integers and float
         work += test * 2 * forward_flops(dense_layers(params.student.hidden), params.student.steps, False)  # rate code
         if dataset in lo.baseline:  # the SLAYER baseline: training, and one PyTorch pass beside Lava
             layers = dense_layers(lo.hidden)
