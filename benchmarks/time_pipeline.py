@@ -2,6 +2,7 @@
 
     uv run python benchmarks/time_pipeline.py [--force] [--log repro.log]
     uv run python benchmarks/time_pipeline.py --parse repro.log     # summarise an earlier timed run
+    uv run python benchmarks/time_pipeline.py --force tune --out part1.json   # only these stages (and upstream)
 
 Runs ``dvc repro`` (``--force``: every stage, as from a clean state) in the workbook, timestamps every
 line DVC prints, and reports the wall time of each stage (from its ``Running stage`` line to the next
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--log", type=Path, help="also write the timestamped DVC output here")
     parser.add_argument("--parse", type=Path, help="summarise a log written by --log instead of running")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pipeline_times.json")
+    parser.add_argument("targets", nargs="*", help="stages to reproduce, with what they depend on (default: all)")
     args = parser.parse_args()
     memory: list[tuple[float, float]] = []  # (time, MiB in use)
     rates: dict[str, float] = {}
@@ -70,7 +72,7 @@ def main() -> None:
         lines = [(float(t), line) for t, _, line in (row.partition(" ") for row in args.parse.read_text().splitlines())]
         begin, end, returncode = lines[0][0], lines[-1][0], 0
     else:
-        cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if args.force else [])]
+        cmd = [sys.executable, "-m", "dvc", "repro", *(["--force"] if args.force else []), *args.targets]
         done = threading.Event()
 
         def sample_memory() -> None:

@@ -8,7 +8,7 @@ by image index; a teacher that the objective fine-tunes runs on every batch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +54,15 @@ def uses_cached_targets(objective: Objective, cfg: Any) -> bool:
 
 def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, seed: int,
             teacher: nn.Module | None = None, teacher_lr: float | None = None, targets: ModelOutput | None = None,
-            device: torch.device | None = None, resume_path: str | Path | None = None) -> FitResult:
+            device: torch.device | None = None, resume_path: str | Path | None = None,
+            on_epoch: Callable[[int, float], None] | None = None) -> FitResult:
     """Train a spiking student with a variant's objective (``cfg``: :class:`kdlib.params.StudentParams`).
 
     A frozen teacher's outputs on the training set are computed once, before the first epoch, and
     looked up by image index afterwards (``targets``: those outputs, already computed by the caller), unless
     training images are randomly shifted (``cfg.max_shift``): then the teacher sees each shifted batch. A
     teacher that the objective fine-tunes (``objective.trains_teacher``) runs on every batch and is optimised
-    at ``teacher_lr``.
+    at ``teacher_lr``. ``on_epoch`` is :func:`kdlib.train.fit`'s (a tuning trial's report and pruning).
     """
     device = device or default_device()
     if objective.uses_teacher and teacher is None:
@@ -100,5 +101,5 @@ def distill(student: Student, objective: Objective, data: Dataset, cfg: Any, *, 
 
     return fit(modules, data, loss_fn, predict_fn, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                weight_decay=cfg.weight_decay, seed=seed, max_shift=cfg.max_shift, param_groups=groups,
-               resume_path=resume_path,
+               resume_path=resume_path, on_epoch=on_epoch,
                desc=f"student {data.name}", device=device)

@@ -134,6 +134,28 @@ class Objective(nn.Module):
 
 
 @register
+class RateRegularised(Objective):
+    """CE(z_S, y) + λ·r̄, r̄ the mean firing rate over every hidden neuron, step and image: fewer spikes asked
+    for directly, the control against which heterogeneous-temperature KD's saving is judged."""
+
+    loss = "rate_reg"
+    Params = P.RateRegVariant
+
+    def __init__(self, rate_lambda: float) -> None:
+        super().__init__()
+        self.rate_lambda = rate_lambda
+
+    @classmethod
+    def from_variant(cls, variant: Any, shapes: Shapes) -> Objective:
+        return cls(variant.rate_lambda)
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
+        ce = F.cross_entropy(out.logits, labels)
+        rate = torch.cat([s.flatten(2) for s in out.spikes], dim=2).mean()
+        return ce + self.rate_lambda * rate, {"ce": ce.detach(), "rate": rate.detach()}
+
+
+@register
 class Distillation(Objective):
     """(1−α)·CE(z_S, y) + α·KD(z_T, z_S; τ_T, τ_S)."""
 
@@ -276,10 +298,34 @@ class BidirectionalDistillation(DecoderDistillation):
         return loss + teacher_ce + self.gamma * reverse, parts
 
 
+class PerStep(Objective):
+    """An objective applied at every step t to the running mean of the outputs up to t, averaged over the steps
+    (the last term is the objective on the final logits). The student is asked to be right early, as with the
+    TET loss that SEENN's released code trains with ("SEENN: Towards Temporal Spiking Early-Exit Neural
+    Networks"); feature terms, which read the whole spike train, are the same at every step.
+    """
+
+    def __init__(self, objective: Objective) -> None:
+        super().__init__()
+        self.objective = objective
+        self.uses_teacher = objective.uses_teacher  # type: ignore[misc]  # the wrapped objective's
+        self.trains_teacher = objective.trains_teacher  # type: ignore[misc]
+        self.feature_layers = objective.feature_layers
+
+    def forward(self, out: SpikingOutput, labels: Tensor, teacher: ModelOutput | None) -> tuple[Tensor, dict]:
+        steps = out.outputs.shape[0]
+        terms = [self.objective(SpikingOutput(out.outputs[: t + 1], out.spikes), labels, teacher)
+                 for t in range(steps)]
+        loss = torch.stack([loss for loss, _ in terms]).mean()
+        return loss, {"final": terms[-1][0].detach(), **terms[-1][1]}
+
+
 def build_objective(variant: Any, steps: int, student_widths: Sequence[int],
                     teacher_widths: Sequence[int]) -> Objective:
-    """The objective of a validated variant entry of ``params.yaml``, found by its ``loss`` in :data:`OBJECTIVES`."""
+    """The objective of a validated variant entry of ``params.yaml``, found by its ``loss`` in :data:`OBJECTIVES`
+    (wrapped in :class:`PerStep` where the entry asks for ``per_step``)."""
     if variant.loss not in OBJECTIVES:
         raise ValueError(f"loss = {variant.loss!r}: no objective is registered for it "
                          f"(registered: {', '.join(OBJECTIVES)}); register one with kdlib.losses.register")
-    return OBJECTIVES[variant.loss].from_variant(variant, Shapes(steps, student_widths, teacher_widths))
+    objective = OBJECTIVES[variant.loss].from_variant(variant, Shapes(steps, student_widths, teacher_widths))
+    return PerStep(objective) if variant.per_step else objective

@@ -14,8 +14,9 @@ the training split. Epoch counts are bounded by :data:`MAX_EPOCHS`.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, Union, get_args
 
 import yaml
 from pydantic import (
@@ -116,6 +117,9 @@ class VariantParams(_Section):
 
     loss: str
     student: dict[str, Any] = {}  # overrides of the student section for this variant
+    # the loss on the running mean of the outputs at every step, averaged over the steps, instead of on the
+    # final logits only (a TET-like per-step objective: the student learns to answer early, for early exit)
+    per_step: bool = False
 
 
 # The variant schemas by loss tag: what ``variants.<name>.loss`` may be, and what else the entry holds.
@@ -153,6 +157,14 @@ class KDVariant(VariantParams):
 
 
 @register_variant
+class RateRegVariant(VariantParams):
+    """CE + λ · mean firing rate of the hidden layers: the plain way to fewer spikes (a control for hetero KD)."""
+
+    loss: Literal["rate_reg"]
+    rate_lambda: float = Field(ge=0.0)
+
+
+@register_variant
 class FeatureKDVariant(KDVariant):
     """KD plus β times a feature loss on the hidden layers listed in ``layers`` (student layer i ↔ teacher layer i)."""
 
@@ -181,6 +193,34 @@ class DistillParams(_Section):
 
     variants: list[str] = Field(min_length=1)
     seeds: list[Annotated[int, Field(ge=0)]] = Field(min_length=1)  # each student is trained once per seed
+
+
+# Search keys that are not fields of a variant: ``lr`` (the student's learning rate), ``tau`` (τ_T = τ_S, for
+# KD without heterogeneous temperatures) and ``tau_ratio`` (τ_S = tau_ratio · τ_T, for heterogeneous KD).
+TUNE_KEYS = {"lr": "the student's learning rate", "tau": "tau_teacher = tau_student",
+             "tau_ratio": "tau_student / tau_teacher"}
+# Fields of a variant that are never searched: what it is, not how it is weighted.
+FIXED_FIELDS = ("loss", "student", "per_step", "layers")
+
+
+class TuneParams(_Section):
+    """Stage ``tune``: one Optuna study per dataset and variant, on the validation split, the same budget for all.
+
+    Every study runs ``trials`` trials of ``epochs`` epochs each (seeded TPE; a median pruner stops a trial
+    whose validation accuracy falls below the median of the finished trials at the same epoch, from
+    ``prune_after`` epochs on, once ``startup_trials`` trials have finished). ``parallel`` trials are asked and
+    trained together (one process each): the sampler sees the same history whatever the machine's cores.
+    """
+
+    use: Literal["tuned", "hand-set"]  # what distill trains with: each study's best values, or variants.<name>
+    trials: int = Field(ge=1, le=10_000)
+    epochs: int = Field(ge=1, le=MAX_EPOCHS)
+    seed: int = Field(ge=0)  # the sampler's seed; every trial trains its student from this seed too
+    startup_trials: int = Field(ge=0)  # random trials before TPE models the history; the pruner waits as long
+    prune_after: int = Field(ge=1)  # the first epoch after which a trial may be pruned
+    parallel: int = Field(ge=1, le=64)
+    # variant -> key -> [low, high] (linear) or [low, high, log]; keys: the variant's fields and TUNE_KEYS
+    space: dict[str, dict[str, list[Any]]]
 
 
 class SpikesParams(_Section):
@@ -240,6 +280,7 @@ class Params(_Section):
     student: StudentParams
     variants: dict[str, SerializeAsAny[VariantParams]]  # each entry validated by its loss's schema (VARIANTS)
     distill: DistillParams
+    tune: TuneParams
     spikes: SpikesParams
     loihi: LoihiParams
 
@@ -289,6 +330,99 @@ def _check_references(params: Params, source: str) -> None:
     if neuron != "lif":
         raise ParamsError(f"{source}: loihi.variant = {loihi.variant!r}: its student has {neuron!r} neurons; "
                           "NIR's LIF node needs a 'lif' student")
+
+
+class SearchRange(NamedTuple):
+    """One key's range in ``tune.space``."""
+
+    low: float
+    high: float
+    log: bool
+
+
+def search_range(value: list[Any], where: str = "tune.space") -> SearchRange:
+    """Parse ``[low, high]`` or ``[low, high, log]``; raise :class:`ParamsError` naming ``where`` otherwise."""
+    numbers = [v for v in value[:2] if isinstance(v, int | float) and not isinstance(v, bool)]
+    if len(value) not in (2, 3) or len(numbers) != 2 or (len(value) == 3 and value[2] != "log"):
+        raise ParamsError(f"{where} = {value!r}: give [low, high] or [low, high, log] with numbers low < high")
+    low, high = map(float, numbers)
+    if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
+        raise ParamsError(f"{where} = {value!r}: the range is empty or reversed; give [low, high] with low < high")
+    if len(value) == 3 and low <= 0:
+        raise ParamsError(f"{where} = {value!r}: a log range needs low > 0")
+    return SearchRange(low, high, len(value) == 3)
+
+
+def searchable(variant: VariantParams) -> dict[str, str]:
+    """The keys ``tune.space`` may search for ``variant``, each with what it sets."""
+    keys = {"lr": TUNE_KEYS["lr"]}
+    fields = [f for f in type(variant).model_fields if f not in FIXED_FIELDS]
+    keys |= {f: f"variants.<name>.{f}" for f in fields}
+    if {"tau_teacher", "tau_student"} <= set(fields):
+        keys |= {k: TUNE_KEYS[k] for k in ("tau", "tau_ratio")}
+    return keys
+
+
+def apply_tuned(variant: VariantParams, values: dict[str, float]) -> VariantParams:
+    """``variant`` with searched ``values`` set (keys of :func:`searchable`); ``lr`` becomes a student override.
+
+    Raises ``KeyError`` for a key the variant has not, ``ValidationError`` for a value outside its field.
+    """
+    allowed = searchable(variant)
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise KeyError(f"{', '.join(unknown)} (allowed: {', '.join(allowed)})")
+    fields = {k: v for k, v in values.items() if k not in TUNE_KEYS}
+    if "tau" in values:
+        fields |= {"tau_teacher": values["tau"], "tau_student": values["tau"]}
+    if "tau_ratio" in values:
+        teacher = fields.get("tau_teacher", getattr(variant, "tau_teacher", None))
+        fields["tau_student"] = values["tau_ratio"] * teacher
+    student = variant.student | ({"lr": values["lr"]} if "lr" in values else {})
+    return type(variant).model_validate(variant.model_dump() | fields | {"student": student})
+
+
+def _check_tune(params: Params, source: str) -> None:
+    """Every distilled variant has a search space, each range is a non-empty interval of values its key may
+    take, and every key is one its variant has."""
+    tune = params.tune
+    for name in params.distill.variants:
+        if name not in tune.space:
+            raise ParamsError(f"{source}: tune.space.{name}: missing; every variant of distill.variants needs a "
+                              f"search space (keys allowed: {', '.join(searchable(params.variants[name]))})")
+    for name, space in tune.space.items():
+        if name not in params.variants:
+            raise ParamsError(f"{source}: tune.space.{name}: not defined under variants "
+                              f"(defined: {', '.join(params.variants)})")
+        if not space:
+            raise ParamsError(f"{source}: tune.space.{name} = {{}}: empty; give at least 'lr'")
+        variant = params.variants[name]
+        allowed = searchable(variant)
+        if "tau" in space and ({"tau_teacher", "tau_student", "tau_ratio"} & set(space)):
+            raise ParamsError(f"{source}: tune.space.{name}: 'tau' sets both temperatures; search either 'tau' or "
+                              "'tau_teacher' with 'tau_ratio' or 'tau_student'")
+        if "tau_ratio" in space and "tau_student" in space:
+            raise ParamsError(f"{source}: tune.space.{name}: 'tau_ratio' sets tau_student; search one of them")
+        for key, value in space.items():
+            if key not in allowed:
+                raise ParamsError(f"{source}: tune.space.{name}.{key}: {key!r} is not a hyperparameter of variant "
+                                  f"{name!r} (allowed: {', '.join(allowed)})")
+            low, high, _ = search_range(value, f"{source}: tune.space.{name}.{key}")
+            where = f"{source}: tune.space.{name}.{key} = {value!r}"
+            if key == "lr" and low <= 0:
+                raise ParamsError(f"{where}: a learning rate must be > 0")
+            for end in (low, high):
+                try:
+                    apply_tuned(variant, {key: end})
+                except ValidationError as err:
+                    msg = err.errors()[0]["msg"]
+                    raise ParamsError(f"{where}: {end} is not allowed for {key} ({msg})") from None
+                if key == "tau_ratio" and end >= 1:
+                    raise ParamsError(f"{where}: heterogeneous KD needs tau_student < tau_teacher; allowed: 0 < "
+                                      "tau_ratio < 1")
+    if tune.prune_after >= tune.epochs and tune.epochs > 1:
+        raise ParamsError(f"{source}: tune.prune_after = {tune.prune_after}: no epoch is left to prune after with "
+                          f"tune.epochs = {tune.epochs}; allowed: 1 to {tune.epochs - 1}")
 
 
 def _check_sizes(params: Params, source: str) -> None:
@@ -357,6 +491,7 @@ def load(path: str | Path = PARAMS_FILE) -> Params:
     params = validate(Params, raw, source=path.name)
     _check_overrides(params, path.name)
     _check_references(params, path.name)
+    _check_tune(params, path.name)
     _check_sizes(params, path.name)
     return params
 

@@ -14,10 +14,12 @@ rendered from the executed notebooks by a later stage (:mod:`kdlib.reports`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import papermill
@@ -75,6 +77,36 @@ def results_dir(stage: str, key: list[str], root: Path) -> Path:
     return root.joinpath("results", stage, *key)
 
 
+BEST_FILE = "best.json"  # a study's best values (kdlib.tune), what distill trains with when tune.use is tuned
+
+
+def study_dir(root: Path, dataset: str, variant: str) -> Path:
+    """Where the tuning study of ``variant`` on ``dataset`` keeps its storage and results (:mod:`kdlib.tune`)."""
+    return results_dir("tune", [dataset, variant], root)
+
+
+def load_tuned(path: Path, dataset: str, variant_name: str, variant: P.VariantParams,
+               space: dict[str, list[Any]]) -> P.VariantParams:
+    """The variant entry with the values of a study's ``best.json``, after checking that the file is the study of
+    this dataset and variant over this search space; a :class:`kdlib.params.ParamsError` says what to do else."""
+    rerun = f"run `dvc repro tune@{dataset}-{variant_name}`, or set tune.use: hand-set"
+    if not path.is_file():
+        raise P.ParamsError(f"{path}: missing; the variant {variant_name!r} has not been tuned on {dataset}: {rerun}")
+    try:
+        entry = json.loads(path.read_text())
+        found = (entry["dataset"], entry["variant"], entry["space"])
+        values = entry["values"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise P.ParamsError(f"{path}: unreadable ({type(err).__name__}: {err}); {rerun}") from None
+    if found != (dataset, variant_name, space):
+        raise P.ParamsError(f"{path}: holds the study of {found[1]!r} on {found[0]} over {found[2]}, not of "
+                            f"{variant_name!r} on {dataset} over tune.space.{variant_name} = {space}; {rerun}")
+    try:
+        return P.apply_tuned(variant, values)
+    except (KeyError, ValueError) as err:
+        raise P.ParamsError(f"{path}: values {values} do not fit variant {variant_name!r} ({err}); {rerun}") from None
+
+
 def tidy(notebook: Path) -> None:
     """Merge each cell's stream outputs and apply carriage returns, so a progress bar reads as one line."""
     nb = nbformat.read(notebook, as_version=4)
@@ -105,11 +137,16 @@ def stage_parameters(stage: str, dataset: str | None, params: P.Params, *, param
     parameters = {"dataset": dataset, "out_dir": str(out_dir)}
     parameters |= {name: getattr(params, name).model_dump() for name in spec.sections}
     teacher_dir = str(results_dir("teacher", [dataset], root))
+    students_dir = str(results_dir("distill", [dataset], root))  # what spikes and loihi analyse
     if stage == "distill":
         if variant not in params.variants:
             raise P.ParamsError(f"variant = {variant!r}: not defined under variants "
                                 f"(defined: {', '.join(params.variants)})")
-        parameters |= {"variant_name": variant, "variant": params.variants[variant].model_dump(),
+        spec = params.variants[variant]
+        if params.tune.use == "tuned":
+            spec = load_tuned(study_dir(root, dataset, variant) / BEST_FILE, dataset, variant, spec,
+                              params.tune.space.get(variant, {}))
+        parameters |= {"variant_name": variant, "variant": spec.model_dump(), "tuning": params.tune.use,
                        "seeds": params.distill.seeds, "teacher_dir": teacher_dir}
     if stage == "loihi":
         if dataset not in params.loihi.datasets:
@@ -118,10 +155,9 @@ def stage_parameters(stage: str, dataset: str | None, params: P.Params, *, param
         name = params.loihi.variant
         nir_student = student_path(root, dataset, name, params.distill.seeds[0])
         parameters |= {"variant_name": name, "variant": params.variants[name].model_dump(),
-                       "teacher_dir": teacher_dir, "nir_student": str(nir_student),
-                       "students_dir": str(results_dir("distill", [dataset], root))}
+                       "teacher_dir": teacher_dir, "nir_student": str(nir_student), "students_dir": students_dir}
     if stage == "spikes":
-        parameters |= {"teacher_dir": teacher_dir, "students_dir": str(results_dir("distill", [dataset], root))}
+        parameters |= {"teacher_dir": teacher_dir, "students_dir": students_dir}
     return out_dir, parameters
 
 
@@ -133,7 +169,8 @@ def quick_parameters(stage: str) -> dict:
     for ``distill``, its last variant), reading and writing under ``quick/results/``.
 
     Every notebook's ``parameters`` cell calls this; the pipeline's injected values then replace them all.
-    A loihi run finds the quick distillation's student if that has run, else builds a fresh one. The
+    A distill run takes the quick study's tuned values if ``python -m kdlib.tune`` has run there, else the
+    hand-set ones. A loihi run finds the quick distillation's student if that has run, else builds a fresh one. The
     report is the exception: run by hand it reads the study's own results and ``params.yaml`` (what a
     reader opening it wants to see) and writes its tables under ``quick/results/report/``.
     """
@@ -143,6 +180,8 @@ def quick_parameters(stage: str) -> dict:
     params = P.quick()
     dataset = params.data.datasets[0]
     variant = params.distill.variants[-1] if stage == "distill" else None
+    if variant is not None and not (study_dir(QUICK_ROOT, dataset, variant) / BEST_FILE).is_file():
+        params = params.model_copy(update={"tune": params.tune.model_copy(update={"use": "hand-set"})})
     _, parameters = stage_parameters(stage, dataset, params, params_file=P.QUICK_FILE, root=QUICK_ROOT,
                                      variant=variant)
     if stage == "loihi" and not Path(parameters["nir_student"]).is_file():

@@ -92,6 +92,7 @@ def fit(
     eval_batch_size: int = 1000,
     resume_path: str | Path | None = None,
     param_groups: list[dict[str, Any]] | None = None,
+    on_epoch: Callable[[int, float], None] | None = None,
     desc: str = "train",
     device: torch.device | None = None,
 ) -> FitResult:
@@ -99,7 +100,9 @@ def fit(
 
     ``loss_fn`` maps a :class:`~kdlib.data.Batch` (augmented images and labels on the device, the
     rows' indices in the training split) to ``(loss, logits)``; ``predict_fn`` maps images to logits.
-    ``param_groups`` optionally gives Adam's parameter groups (for per-module learning rates).
+    ``param_groups`` optionally gives Adam's parameter groups (for per-module learning rates). ``on_epoch`` is
+    called with the epoch (from 1) and its validation accuracy after every epoch; an exception it raises (a
+    tuning trial's pruning) ends training there.
 
     After training, ``modules`` holds the weights of the epoch with the best validation accuracy
     (the earliest on ties). A loss or weight that turns NaN or infinite raises :class:`TrainingDiverged`
@@ -165,6 +168,8 @@ def fit(
         if val_acc > best[0]:
             best = (val_acc, epoch + 1, copy.deepcopy(modules.state_dict()))
         bar.set_postfix(loss=f"{loss_sum / seen:.4f}", val_acc=f"{val_acc:.4f}", refresh=False)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, val_acc)
         if resume_path is not None:
             save_torch(resume_path, {
                 "modules": modules.state_dict(), "optimizer": optimizer.state_dict(),

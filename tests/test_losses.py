@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from kdlib import losses as L
 from kdlib.models import ModelOutput
-from kdlib.params import BidirectionalVariant, FeatureKDVariant, KDVariant
+from kdlib.params import BidirectionalVariant, FeatureKDVariant, KDVariant, RateRegVariant
 from kdlib.students import SpikingOutput
 
 torch.manual_seed(0)
@@ -122,3 +122,30 @@ def test_bidirectional_trains_the_teacher_only_through_its_own_terms() -> None:
 def test_ce_and_kd_variants_need_no_extra_parameters() -> None:
     assert sum(p.numel() for p in L.build_objective(KDVariant(loss="kd", alpha=0.5, tau_teacher=1.0,
                                                               tau_student=1.0), 4, [5], [9]).parameters()) == 0
+
+
+def test_rate_regularisation_adds_lambda_times_the_mean_firing_rate() -> None:
+    spikes = [torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]]]), torch.tensor([[[0.0, 0.0, 1.0]], [[0.0, 0.0, 0.0]]])]
+    out = SpikingOutput(torch.randn(2, 1, 10), spikes)  # 4 of 10 neuron-steps fire
+    objective = L.build_objective(RateRegVariant(loss="rate_reg", rate_lambda=0.5), 2, [2, 3], [4, 4])
+    loss, parts = objective(out, Y[:1], None)
+    assert parts["rate"].item() == pytest.approx(0.4)
+    assert loss.item() == pytest.approx(F.cross_entropy(out.logits, Y[:1]).item() + 0.5 * 0.4)
+
+
+def test_the_per_step_objective_averages_the_loss_of_every_running_mean() -> None:
+    outputs = torch.randn(3, 6, 10)
+    out = SpikingOutput(outputs, [torch.zeros(3, 6, 4)])
+    teacher = ModelOutput(Z_T, [])
+    variant = KDVariant(loss="kd", alpha=0.7, tau_teacher=3.0, tau_student=2.0, per_step=True)
+    objective = L.build_objective(variant, 3, [4], [4])
+    assert isinstance(objective, L.PerStep) and objective.uses_teacher and not objective.trains_teacher
+    loss, parts = objective(out, Y, teacher)
+    final = L.build_objective(variant.model_copy(update={"per_step": False}), 3, [4], [4])
+    by_hand = [final(SpikingOutput(outputs[: t + 1], out.spikes), Y, teacher)[0] for t in range(3)]
+    assert loss.item() == pytest.approx(sum(v.item() for v in by_hand) / 3)
+    assert parts["final"].item() == pytest.approx(final(out, Y, teacher)[0].item())
+    for t in range(3):
+        running = outputs[: t + 1].mean(0)
+        expected = 0.3 * F.cross_entropy(running, Y) + 0.7 * _kd_by_hand(running, Z_T, 3.0, 2.0)
+        assert by_hand[t].item() == pytest.approx(expected, rel=1e-5)

@@ -188,7 +188,7 @@ def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -
     loaded, ckpt = load_student(tmp_path / "s.pt")
     x_seq = encode(mnist5k.test.x[:5], 4, "direct")
     assert torch.equal(loaded(x_seq).outputs, net(x_seq).outputs)
-    assert ckpt["variant"] == {"loss": "ce", "student": {}}
+    assert ckpt["variant"] == {"loss": "ce", "student": {}, "per_step": False}
 
 
 def test_every_spiking_network_declares_the_student_interface() -> None:

@@ -152,7 +152,8 @@ def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Datase
 
 def test_a_new_method_is_one_registered_class_and_one_params_entry(mnist5k: Dataset, tmp_path: Path) -> None:
     """A distillation method that the workbook does not ship: its objective class (with its parameters' schema)
-    registered, one entry under ``variants``, and the distillation stage's runner trains and saves it."""
+    registered, one entry under ``variants`` with its search space under ``tune.space``, and the distillation
+    stage's runner trains and saves it."""
     import torch.nn.functional as F
     import yaml
 
@@ -188,6 +189,7 @@ def test_a_new_method_is_one_registered_class_and_one_params_entry(mnist5k: Data
         raw = yaml.safe_load(P.QUICK_FILE.read_text())
         raw["variants"]["logits"] = {"loss": "logit_mse", "weight": 0.5}
         raw["distill"]["variants"].append("logits")
+        raw["tune"]["space"]["logits"] = {"lr": [1.0e-3, 1.0e-2, "log"], "weight": [0.1, 1.0]}  # its search
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
         params = P.load(tmp_path / "params.yaml")
         spec = params.variants["logits"]
@@ -205,7 +207,7 @@ def test_a_new_method_is_one_registered_class_and_one_params_entry(mnist5k: Data
                            checkpoint=tmp_path / "seed0.pt", device=CPU)
         assert run.metrics["variant"] == "logits" and 0.1 < run.metrics["test_accuracy"] <= 1.0
         _, ckpt = load_student(tmp_path / "seed0.pt")
-        assert ckpt["variant"] == {"loss": "logit_mse", "student": {}, "weight": 0.5}
+        assert ckpt["variant"] == {"loss": "logit_mse", "student": {}, "per_step": False, "weight": 0.5}
     finally:
         del L.OBJECTIVES["logit_mse"], P.VARIANTS["logit_mse"]
     with pytest.raises(P.ParamsError, match="logit_mse"):

@@ -1,0 +1,345 @@
+"""Stage ``tune``: every method given the same chance, an Optuna study per dataset and variant.
+
+::
+
+    python -m kdlib.tune mnist kd                       # the pipeline's command (dvc.yaml's tune stage)
+    python -m kdlib.tune mnist kd --storage URL         # one of several machines working on one study
+
+A study searches the variant's own hyperparameters and the student's learning rate over the ranges of
+``tune.space.<variant>`` in ``params.yaml``. Every variant gets the same budget: ``tune.trials`` trials of
+``tune.epochs`` epochs, the student trained from ``tune.seed``, scored by its best validation accuracy (the
+test split is never loaded). A seeded TPE sampler proposes the trials and a median pruner stops a trial whose
+validation accuracy after an epoch is below the median of the finished trials there.
+
+Trials run ``tune.parallel`` at a time, one worker process each on one thread (:mod:`kdlib.jobs`). They are
+asked together and told together, so the sampler and the pruner see the same history on any machine and a
+study is reproduced trial for trial. The storage is a journal file next to the results
+(``results/tune/<dataset>/<variant>/study.journal``) unless ``--storage`` names a database (SQLAlchemy URL,
+e.g. ``postgresql://user:password@host/db``) that several machines share: each runs its own batches until the
+study has its trials, which then no longer reproduce exactly (who asks first depends on timing).
+
+An interrupted study resumes from its storage: finished trials are kept, a trial that was running is failed
+and asked again. A study that has all its trials is not reused: running the stage again (its code or inputs
+changed) starts it afresh. The results, written only when the study is complete, are ``best.json`` (what
+:mod:`kdlib.pipeline` gives the distillation stage when ``tune.use`` is ``tuned``) and ``trials.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from kdlib import params as P
+from kdlib.io import atomic_path, write_json
+from kdlib.pipeline import BEST_FILE, study_dir
+
+if TYPE_CHECKING:
+    import optuna
+
+TRIALS_FILE, JOURNAL_FILE = "trials.csv", "study.journal"
+
+
+class StorageError(RuntimeError):
+    """A study's storage cannot be opened."""
+
+
+def open_storage(storage: str | Path) -> optuna.storages.BaseStorage:
+    """A journal file (a path) or a database shared by several machines (a URL with ``://``)."""
+    import optuna
+
+    text = str(storage)
+    try:
+        if "://" in text:
+            with warnings.catch_warnings():  # the heartbeat (stale trials of a dead machine failed) is experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(text, heartbeat_interval=60, grace_period=180)
+        Path(text).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(text))
+    except Exception as err:  # noqa: BLE001  (SQLAlchemy and the drivers raise many kinds)
+        raise StorageError(f"--storage {text}: cannot open it ({type(err).__name__}: {err}); give a writable "
+                           "journal file path or a database URL such as postgresql://user:password@host/db or "
+                           "sqlite:///study.db") from None
+
+
+def sampler(cfg: P.TuneParams, number: int) -> optuna.samplers.BaseSampler:
+    """The TPE sampler that proposes trial ``number``: seeded from ``tune.seed`` and the trial's number, so that
+    a trial's proposal depends on the history it sees, not on how many were asked before it in this process."""
+    import optuna
+
+    return optuna.samplers.TPESampler(n_startup_trials=cfg.startup_trials, seed=cfg.seed * 100_003 + number)
+
+
+def pruner(cfg: P.TuneParams) -> optuna.pruners.BasePruner:
+    """A median pruner: from epoch ``prune_after`` on, once ``startup_trials`` trials have finished."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=max(cfg.startup_trials, 1),
+                                       n_warmup_steps=cfg.prune_after + 1)  # steps are epochs, from 1
+
+
+def suggest(trial: optuna.trial.Trial, space: dict[str, list[Any]]) -> dict[str, float]:
+    """The values of one trial, drawn from ``space`` (``tune.space.<variant>``)."""
+    values = {}
+    for key, value in space.items():
+        low, high, log = P.search_range(value, f"tune.space.{key}")
+        values[key] = trial.suggest_float(key, low, high, log=log)
+    return values
+
+
+# ------------------------------------------------------------------------------------------------ one trial
+@dataclass
+class TrialResult:
+    """What a worker returns for one trial."""
+
+    val_accuracy: float  # the best epoch's
+    spikes_per_image: float  # hidden spikes per validation image, at the best epoch's weights
+    epochs: int  # epochs trained (fewer when pruned)
+    seconds: float
+    pruned: bool = False
+    diverged: str = ""  # the divergence message, when training diverged
+
+
+@cache
+def _dataset(dataset: str, val_size: int | None, split_seed: int) -> Any:
+    from kdlib.data import load_dataset
+
+    return load_dataset(dataset, val_size=val_size, split_seed=split_seed)
+
+
+def train_trial(dataset: str, data_cfg: P.DataParams, cfg: P.StudentParams, spec: P.VariantParams, seed: int, *,
+                teacher_path: str | Path, targets_path: str | Path | None,
+                on_epoch: Callable[[int, float], None] | None = None) -> TrialResult:
+    """Train the student of ``spec`` (the variant with the trial's values) for ``cfg.epochs`` and score it on the
+    validation split; ``on_epoch`` reports each epoch and may raise ``optuna.TrialPruned``."""
+    import optuna
+    import torch
+
+    from kdlib.analysis import evaluate
+    from kdlib.distill import distill
+    from kdlib.io import load_torch
+    from kdlib.jobs import one_thread
+    from kdlib.losses import build_objective
+    from kdlib.models import ModelOutput, load_teacher
+    from kdlib.students import build_student
+    from kdlib.train import TrainingDiverged
+
+    tic = time.perf_counter()
+    epochs_seen: list[float] = []
+
+    def report(epoch: int, accuracy: float) -> None:
+        epochs_seen.append(accuracy)
+        if on_epoch is not None:
+            on_epoch(epoch, accuracy)
+
+    device = torch.device("cpu")
+    with one_thread():
+        ds = _dataset(dataset, data_cfg.val_size, data_cfg.split_seed)
+        teacher, _ = load_teacher(teacher_path)
+        net = build_student(cfg, ds.num_classes, seed)
+        objective = build_objective(spec, cfg.steps, net.layer_widths(), teacher.hidden_widths())
+        targets = None
+        if targets_path is not None:
+            saved = load_torch(targets_path, mmap=True)
+            targets = ModelOutput(saved["logits"], saved["features"])
+        try:
+            fit = distill(net, objective, ds, cfg, seed=seed, teacher=teacher, targets=targets,
+                          teacher_lr=getattr(spec, "teacher_lr", None), device=device, on_epoch=report)
+        except optuna.TrialPruned:
+            return TrialResult(max(epochs_seen), math.nan, len(epochs_seen), time.perf_counter() - tic, pruned=True)
+        except TrainingDiverged as err:
+            return TrialResult(max(epochs_seen, default=0.0), math.nan, len(epochs_seen),
+                               time.perf_counter() - tic, diverged=str(err))
+        ev = evaluate(net, ds.val, cfg.steps, encoding=cfg.encoding, seed=seed, chunk_size=1000)
+    return TrialResult(fit.best_val_accuracy, ev.counts.spikes_per_image()["total"], len(fit.history),
+                       time.perf_counter() - tic)
+
+
+def _worker_trial(storage: str, study_name: str, trial_id: int, cfg: P.TuneParams, *args: Any,
+                  **kwargs: Any) -> TrialResult:
+    """:func:`train_trial` in a worker process, reporting every epoch to the study and pruning where it says."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner(cfg))
+    trial = optuna.trial.Trial(study, trial_id)
+
+    def on_epoch(epoch: int, accuracy: float) -> None:
+        trial.report(accuracy, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+
+    return train_trial(*args, on_epoch=on_epoch, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ the study
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def _rank(study: optuna.Study, number: int) -> int:
+    """How many finished or running trials have a number up to ``number``: a trial beyond the budget is dropped
+    (the first ``tune.trials`` trials asked, by number, are kept whichever machine asked them)."""
+    from optuna.trial import TrialState
+
+    live = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING))
+    return sum(t.number <= number for t in live)
+
+
+def _tell(study: optuna.Study, trial: optuna.trial.Trial, result: TrialResult) -> None:
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("spikes_per_image", None if math.isnan(result.spikes_per_image) else result.spikes_per_image)
+    trial.set_user_attr("epochs", result.epochs)
+    trial.set_user_attr("seconds", round(result.seconds, 2))
+    if result.diverged:
+        trial.set_user_attr("diverged", result.diverged)
+    if result.pruned or result.diverged:
+        study.tell(trial, state=TrialState.PRUNED)
+    else:
+        study.tell(trial, result.val_accuracy)
+
+
+def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storage: str | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any] | None:
+    """Run (or resume) the study of ``variant_name`` on ``dataset`` until it has ``tune.trials`` finished trials,
+    then write ``best.json`` and ``trials.csv``; return the best entry (None when trials are still running on
+    other machines sharing ``storage``)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from kdlib.jobs import start_workers, write_teacher_targets
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if variant_name not in params.tune.space:
+        raise P.ParamsError(f"variant = {variant_name!r}: no search space under tune.space "
+                            f"(defined: {', '.join(params.tune.space)})")
+    cfg, variant = params.tune, params.variants[variant_name]
+    out_dir = study_dir(root, dataset, variant_name)
+    shared = storage is not None
+    storage = storage or str(out_dir / JOURNAL_FILE)
+    study_name = f"{dataset}/{variant_name}"
+    backend = open_storage(storage)
+    study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
+                                pruner=pruner(cfg))
+    if not shared:
+        if len(_finished(study)) >= cfg.trials:  # a complete study of earlier code or inputs: start afresh
+            optuna.delete_study(study_name=study_name, storage=backend)
+            study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize",
+                                        pruner=pruner(cfg))
+        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+            backend.set_trial_state_values(stale._trial_id, TrialState.FAIL)  # interrupted: asked again
+    for name in (BEST_FILE, TRIALS_FILE):
+        (out_dir / name).unlink(missing_ok=True)  # nothing stale for distill to read while the study runs
+
+    student = P.student_for(params.student, params.variants, variant_name, dataset)
+    teacher_path = root / "results" / "teacher" / dataset / "teacher.pt"
+    context = start_workers()
+    with tempfile.TemporaryDirectory(prefix="kdlib-targets-") as folder:
+        targets = write_teacher_targets(dataset, params.data, student, variant, teacher_path,
+                                        Path(folder) / "targets.pt")
+        with ProcessPoolExecutor(cfg.parallel, mp_context=context) as pool:
+            while True:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                room = cfg.trials - len(_finished(study)) - len(running)
+                if room <= 0:
+                    break
+                batch = []
+                for _ in range(min(cfg.parallel, room)):
+                    study.sampler = sampler(cfg, len(study.get_trials(deepcopy=False)))
+                    trial = study.ask()
+                    if _rank(study, trial.number) > cfg.trials:  # another machine asked first: over budget
+                        study.tell(trial, state=TrialState.FAIL)
+                        break
+                    values = suggest(trial, cfg.space[variant_name])
+                    spec = P.apply_tuned(variant, values)
+                    trial_student = P.student_for(params.student, {variant_name: spec}, variant_name, dataset)
+                    trial_student = trial_student.model_copy(update={"epochs": cfg.epochs})
+                    future = pool.submit(_worker_trial, storage, study_name, trial._trial_id, cfg, dataset,
+                                         params.data, trial_student, spec, cfg.seed, teacher_path=teacher_path,
+                                         targets_path=targets)
+                    batch.append((trial, values, future))
+                results = [future.result() for _, _, future in batch]  # all, before any is told: the
+                for (trial, values, _), result in zip(batch, results, strict=True):  # pruner's history is fixed
+                    _tell(study, trial, result)
+                    state = "pruned" if result.pruned else "diverged" if result.diverged else "done"
+                    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                    log(f"{study_name} trial {trial.number}: {state} after {result.epochs} epochs, val "
+                        f"{result.val_accuracy:.4f}, {result.spikes_per_image:.1f} spikes/image ({shown}) "
+                        f"{result.seconds:.0f} s")
+    if len(_finished(study)) < cfg.trials:
+        log(f"{study_name}: trials are still running elsewhere; the worker that finishes the last one writes "
+            f"{BEST_FILE}")
+        return None
+    return write_results(study, out_dir, dataset, variant_name, cfg)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every finished trial: number, state, its values, validation accuracy, spikes per image, epochs, seconds."""
+    rows = []
+    for t in _finished(study):
+        rows.append({"number": t.number, "state": t.state.name.lower(), **t.params,
+                     "val_accuracy": t.value if t.value is not None else max(t.intermediate_values.values(),
+                                                                             default=math.nan),
+                     "spikes_per_image": t.user_attrs.get("spikes_per_image"),
+                     "epochs": t.user_attrs.get("epochs"), "seconds": t.user_attrs.get("seconds")})
+    return pd.DataFrame(rows).sort_values("number").reset_index(drop=True)
+
+
+def write_results(study: optuna.Study, out_dir: Path, dataset: str, variant_name: str,
+                  cfg: P.TuneParams) -> dict[str, Any]:
+    """Write ``trials.csv`` and ``best.json`` (atomically, the best last) and return the best entry."""
+    table = trials_table(study)
+    with atomic_path(out_dir / TRIALS_FILE) as tmp:
+        table.to_csv(tmp, index=False)
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        raise RuntimeError(f"{study.study_name}: every trial was pruned or diverged ({out_dir / TRIALS_FILE}); "
+                           "widen or lower tune.space's ranges (a smaller lr diverges less)")
+    best = study.best_trial
+    entry = {"dataset": dataset, "variant": variant_name, "values": best.params, "val_accuracy": best.value,
+             "spikes_per_image": best.user_attrs.get("spikes_per_image"), "trial": best.number,
+             "trials": len(table), "pruned": int((table["state"] == "pruned").sum()), "epochs": cfg.epochs,
+             "seed": cfg.seed, "space": cfg.space[variant_name]}
+    write_json(out_dir / BEST_FILE, entry)
+    return entry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kdlib.tune", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dataset", help="a dataset listed in data.datasets")
+    parser.add_argument("variant", help="a variant listed in distill.variants")
+    parser.add_argument("--storage", help="a database URL shared with other machines (default: a journal file "
+                                          "under results/tune/<dataset>/<variant>/)")
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="workbook folder (default: here)")
+    args = parser.parse_args(argv)
+    root = args.root.resolve()
+    try:
+        params = P.load(root / "params.yaml")
+        if args.dataset not in params.data.datasets:
+            raise P.ParamsError(f"dataset = {args.dataset!r}: not in data.datasets ({', '.join(params.data.datasets)})")
+        if args.variant not in params.distill.variants:
+            raise P.ParamsError(f"variant = {args.variant!r}: not in distill.variants "
+                                f"({', '.join(params.distill.variants)})")
+        run(args.dataset, args.variant, params, root, storage=args.storage)
+    except (P.ParamsError, StorageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Tests for :mod:`kdlib.tune`: the tuning stage on the real 5,000 digits with the quick parameters.
+
+A study is reproduced trial for trial, resumes after it is killed without repeating a finished trial, is shared
+by two processes on one storage, and never reads the test split; bad search spaces, budgets, storages and
+tuned-values files stop with one line that names what is wrong.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import TINY, venv_env
+
+from kdlib import params as P
+from kdlib import tune
+from kdlib.data import load_dataset
+from kdlib.models import build_teacher, save_teacher, train_teacher
+from kdlib.pipeline import BEST_FILE, load_tuned, stage_parameters, study_dir
+
+DATASET = "mnist-5k"
+
+
+def _write_params(root: Path, **tune_overrides: object) -> P.Params:
+    values = copy.deepcopy(TINY)
+    values["tune"] |= tune_overrides
+    (root / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return P.load(root / "params.yaml")
+
+
+@pytest.fixture(scope="module")
+def teacher_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workbook folder with the quick teacher of stage 1 (trained here, not by the notebook)."""
+    root = tmp_path_factory.mktemp("tune")
+    params = _write_params(root)
+    data = load_dataset(DATASET, val_size=params.data.val_size, split_seed=params.data.split_seed)
+    teacher = build_teacher(params.teacher)
+    train_teacher(teacher, data, params.teacher, torch.device("cpu"))
+    save_teacher(root / "results" / "teacher" / DATASET / "teacher.pt", teacher, params.teacher, DATASET, 10,
+                 {"test_accuracy": math.nan})
+    return root
+
+
+def _tune(root: Path, variant: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "kdlib.tune", DATASET, variant, "--root", str(root), *args],
+                          env=venv_env(), text=True, capture_output=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _trials(root: Path, variant: str) -> pd.DataFrame:
+    return pd.read_csv(study_dir(root, DATASET, variant) / tune.TRIALS_FILE).drop(columns="seconds")
+
+
+def test_a_study_has_its_budget_and_is_reproduced_trial_for_trial(teacher_root: Path) -> None:
+    params = _write_params(teacher_root)
+    first = tune.run(DATASET, "kd", params, teacher_root, log=lambda _: None)
+    table = _trials(teacher_root, "kd")
+    assert first is not None and len(table) == params.tune.trials == first["trials"]
+    assert set(table.columns) >= {"lr", "alpha", "tau", "val_accuracy", "spikes_per_image", "state"}
+    assert first["val_accuracy"] == table["val_accuracy"].max()
+    for key, (low, high, *_) in params.tune.space["kd"].items():
+        assert table[key].between(low, high).all()
+    tuned = load_tuned(study_dir(teacher_root, DATASET, "kd") / BEST_FILE, DATASET, "kd", params.variants["kd"],
+                       params.tune.space["kd"])
+    assert tuned.tau_teacher == tuned.tau_student == first["values"]["tau"]
+    assert tuned.student["lr"] == first["values"]["lr"]
+    again = tune.run(DATASET, "kd", params, teacher_root, log=lambda _: None)  # complete: started afresh
+    assert again == first
+    pd.testing.assert_frame_equal(_trials(teacher_root, "kd"), table)
+
+
+def test_the_distillation_stage_trains_the_tuned_values_or_the_hand_set_ones(teacher_root: Path) -> None:
+    params = _write_params(teacher_root)
+    tune.run(DATASET, "scratch", params, teacher_root, log=lambda _: None)
+    best = json.loads((study_dir(teacher_root, DATASET, "scratch") / BEST_FILE).read_text())
+    _, given = stage_parameters("distill", DATASET, params, params_file=teacher_root / "params.yaml",
+                                root=teacher_root, variant="scratch")
+    assert given["tuning"] == "tuned" and given["variant"]["student"] == {"lr": best["values"]["lr"]}
+    hand = _write_params(teacher_root, use="hand-set")
+    _, given = stage_parameters("distill", DATASET, hand, params_file=teacher_root / "params.yaml",
+                                root=teacher_root, variant="scratch")
+    assert given["tuning"] == "hand-set" and given["variant"] == hand.variants["scratch"].model_dump()
+
+
+def test_a_killed_study_resumes_without_repeating_finished_trials(teacher_root: Path) -> None:
+    import optuna
+
+    _write_params(teacher_root, trials=6, epochs=3, prune_after=2)
+    journal = study_dir(teacher_root, DATASET, "scratch") / tune.JOURNAL_FILE
+    journal.unlink(missing_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "kdlib.tune", DATASET, "scratch", "--root", str(teacher_root)],
+                            env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    storage = tune.open_storage(journal)
+    finished: list[optuna.trial.FrozenTrial] = []
+    deadline = time.monotonic() + 300
+    while len(finished) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if journal.is_file() and storage.get_all_studies():
+            finished = tune._finished(optuna.load_study(study_name=f"{DATASET}/scratch", storage=storage))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(finished) < 6, "the study should be killed part way"
+    assert not (study_dir(teacher_root, DATASET, "scratch") / BEST_FILE).exists()  # nothing for distill to read
+    before = {t.number: t.params for t in finished}
+
+    _tune(teacher_root, "scratch")
+    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=tune.open_storage(journal))
+    after = {t.number: t.params for t in tune._finished(study)}
+    assert len(after) == 6 and all(after[n] == p for n, p in before.items())  # kept, not trained again
+    params = [tuple(p.values()) for p in after.values()]
+    assert len(set(params)) == len(params)
+
+
+def test_two_processes_share_one_study(teacher_root: Path, tmp_path: Path) -> None:
+    import optuna
+
+    _write_params(teacher_root, trials=5)
+    storage = tmp_path / "shared.journal"
+    args = [sys.executable, "-m", "kdlib.tune", DATASET, "scratch", "--root", str(teacher_root), "--storage",
+            str(storage)]
+    procs = [subprocess.Popen(args, env=venv_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=tune.open_storage(storage))
+    finished = tune._finished(study)
+    assert sorted(t.number for t in finished) == sorted({t.number for t in finished}) and len(finished) == 5
+    assert all("trial" in out for out, _ in outs), "both processes trained trials"
+    assert (study_dir(teacher_root, DATASET, "scratch") / BEST_FILE).is_file()
+
+
+def test_the_study_never_reads_the_test_split(teacher_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Untouchable:
+        def __getattr__(self, name: str) -> None:
+            raise AssertionError(f"the tuning stage read the test split ({name})")
+
+        def __len__(self) -> int:
+            raise AssertionError("the tuning stage read the test split (len)")
+
+    loaded = tune._dataset
+    monkeypatch.setattr(tune, "_dataset", lambda *args: dataclasses.replace(loaded(*args), test=Untouchable()))
+    params = _write_params(teacher_root)
+    cfg = P.student_for(params.student, params.variants, "kd", DATASET)
+    result = tune.train_trial(DATASET, params.data, cfg, params.variants["kd"], 0,
+                              teacher_path=teacher_root / "results" / "teacher" / DATASET / "teacher.pt",
+                              targets_path=None)
+    assert 0 < result.val_accuracy <= 1 and result.spikes_per_image > 0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"trials": 0}, "tune.trials = 0: Input should be greater than or equal to 1"),
+    ({"space": {"scratch": {"lr": [1.0e-2, 1.0e-3, "log"]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+     "tune.space.scratch.lr = [0.01, 0.001, 'log']: the range is empty or reversed"),
+    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-3]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+     "tune.space.scratch.lr = [0.001, 0.001]: the range is empty or reversed"),
+    ({"space": {"scratch": {"lr": [0.0, 1.0e-3, "log"]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+     "a log range needs low > 0"),
+    ({"space": {"scratch": {"alpha": [0.1, 0.9]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+     "tune.space.scratch.alpha: 'alpha' is not a hyperparameter of variant 'scratch' (allowed: lr)"),
+    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}, "kd": {"alpha": [0.5, 1.5]}}},
+     "tune.space.kd.alpha = [0.5, 1.5]: 1.5 is not allowed for alpha"),
+    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}, "kd": {"tau_ratio": [0.5, 1.0]}}},
+     "tau_student < tau_teacher; allowed: 0 < tau_ratio < 1"),
+    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}}}, "tune.space.kd: missing; every variant of distill.variants"),
+    ({"space": {"scratch": {"lr": ["a", 1.0e-2]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+     "give [low, high] or [low, high, log]"),
+])
+def test_a_bad_tuning_parameter_names_the_key_and_what_is_allowed(tmp_path: Path, change: dict, message: str) -> None:
+    with pytest.raises(P.ParamsError) as err:
+        _write_params(tmp_path, **change)
+    assert message in str(err.value)
+
+
+def test_a_storage_that_cannot_be_opened_says_so(teacher_root: Path) -> None:
+    for url in ("postgresql://nobody@127.0.0.1:9/none", "sqlite:////no/such/folder/study.db"):
+        with pytest.raises(tune.StorageError, match=r"--storage .*: cannot open it"):
+            tune.open_storage(url)
+    proc = _tune(teacher_root, "kd", "--storage", "sqlite:////no/such/folder/study.db", check=False)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --storage sqlite:////no/such/folder/study.db")
+
+
+def test_a_tuned_values_file_of_another_variant_or_corrupted_is_refused(teacher_root: Path, tmp_path: Path) -> None:
+    params = _write_params(teacher_root)
+    best = tmp_path / BEST_FILE
+    scratch, space = params.variants["scratch"], params.tune.space["scratch"]
+    with pytest.raises(P.ParamsError, match=r"missing; the variant 'scratch' has not been tuned on mnist-5k: run "
+                                            r"`dvc repro tune@mnist-5k-scratch`, or set tune.use: hand-set"):
+        load_tuned(best, DATASET, "scratch", scratch, space)
+    best.write_text(json.dumps({"dataset": DATASET, "variant": "kd", "values": {"lr": 1e-3}, "space": space}))
+    with pytest.raises(P.ParamsError, match="holds the study of 'kd' on mnist-5k"):
+        load_tuned(best, DATASET, "scratch", scratch, space)
+    best.write_text(json.dumps({"dataset": DATASET, "variant": "scratch", "values": {"alpha": 0.5}, "space": space}))
+    with pytest.raises(P.ParamsError, match=r"do not fit variant 'scratch' \('alpha \(allowed: lr\)'\)"):
+        load_tuned(best, DATASET, "scratch", scratch, space)
+    best.write_text("{not json")
+    with pytest.raises(P.ParamsError, match="unreadable"):
+        load_tuned(best, DATASET, "scratch", scratch, space)
