@@ -1,7 +1,7 @@
 """Training throughput of the default SNN student against a straightforward loop, a peer library and
 the machine's roofline, measured in one run on one machine.
 
-    uv sync --group bench && uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--rounds 3]
+    uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--rounds 3]
 
 Every measurement runs in a fresh subprocess (so that its peak memory is its own): it trains the
 student of ``params.yaml`` (architecture, widths, neuron) on batches of real MNIST digits (mnist-5k) for

@@ -223,6 +223,21 @@ class TuneParams(_Section):
     space: dict[str, dict[str, list[Any]]]
 
 
+class FrontParams(_Section):
+    """Stage ``front``: KD's spike–accuracy front over the teacher's and the student's temperatures.
+
+    KD's student (``variants.kd``, with its tuned values when ``tune.use`` is ``tuned``) is trained at every pair
+    (τ_T, τ_S) of these lists with τ_S ≤ τ_T, from one seed, for ``student.epochs``, and scored on the validation
+    split; τ_S = τ_T is plain KD, τ_S < τ_T heterogeneous KD (Lee et al.). ``match`` is the accuracy margin of
+    the matched comparison: the fewest spikes within ``match`` of the best plain-KD point's accuracy.
+    """
+
+    tau_teacher: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=1)
+    tau_student: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=1)
+    seed: int = Field(ge=0)
+    match: float = Field(ge=0.0, le=1.0)
+
+
 class SpikesParams(_Section):
     """The spike analysis: time steps, the conversion baseline, early exit and noise."""
 
@@ -281,6 +296,7 @@ class Params(_Section):
     variants: dict[str, SerializeAsAny[VariantParams]]  # each entry validated by its loss's schema (VARIANTS)
     distill: DistillParams
     tune: TuneParams
+    front: FrontParams
     spikes: SpikesParams
     loihi: LoihiParams
 
@@ -420,6 +436,16 @@ def _check_tune(params: Params, source: str) -> None:
                 if key == "tau_ratio" and end >= 1:
                     raise ParamsError(f"{where}: heterogeneous KD needs tau_student < tau_teacher; allowed: 0 < "
                                       "tau_ratio < 1")
+    front = params.front
+    if not any(s < t for t in front.tau_teacher for s in front.tau_student):
+        raise ParamsError(f"{source}: front.tau_student = {front.tau_student}: no value below any of front.tau_teacher "
+                          f"= {front.tau_teacher}; the front needs heterogeneous pairs (tau_student < tau_teacher)")
+    if not set(front.tau_student) & set(front.tau_teacher):
+        raise ParamsError(f"{source}: front.tau_student = {front.tau_student}: shares no value with front.tau_teacher "
+                          f"= {front.tau_teacher}; the front needs plain-KD pairs (tau_student = tau_teacher)")
+    if "kd" not in params.variants or params.variants["kd"].loss != "kd":
+        raise ParamsError(f"{source}: front: needs a variant 'kd' with loss: kd under variants, whose student it "
+                          "trains at every pair of temperatures")
     if tune.prune_after >= tune.epochs and tune.epochs > 1:
         raise ParamsError(f"{source}: tune.prune_after = {tune.prune_after}: no epoch is left to prune after with "
                           f"tune.epochs = {tune.epochs}; allowed: 1 to {tune.epochs - 1}")

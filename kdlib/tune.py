@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from kdlib import params as P
-from kdlib.io import atomic_path, write_json
+from kdlib.io import write_csv, write_json
 from kdlib.pipeline import BEST_FILE, study_dir
 
 if TYPE_CHECKING:
@@ -302,8 +302,7 @@ def write_results(study: optuna.Study, out_dir: Path, dataset: str, variant_name
                   cfg: P.TuneParams) -> dict[str, Any]:
     """Write ``trials.csv`` and ``best.json`` (atomically, the best last) and return the best entry."""
     table = trials_table(study)
-    with atomic_path(out_dir / TRIALS_FILE) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(out_dir / TRIALS_FILE, table)
     from optuna.trial import TrialState
 
     if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

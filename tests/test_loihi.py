@@ -101,12 +101,37 @@ def test_nir_round_trip(tmp_path: Path) -> None:
     assert [type(back.nodes[k]).__name__ for k in ("0", "1", "2", "3", "4")] == ["Affine", "LIF", "Affine", "LIF",
                                                                                "Affine"]
     np.testing.assert_array_equal(back.nodes["2"].weight, student.synapses[1].weight.detach().numpy())
-    np.testing.assert_allclose(back.nodes["1"].tau, 3.0)
+    np.testing.assert_allclose(back.nodes["1"].tau, 3.0 * nir_export.DT)  # seconds, for a step of DT
+    assert back.metadata["dt"] == nir_export.DT
     x_seq = torch.bernoulli(torch.full((6, 3, 1, 28, 28), 0.3))
-    torch.testing.assert_close(nir_export.replay_nir(back, x_seq), student(x_seq).outputs.detach())
+    outputs, _ = nir_export.replay_nir(back, x_seq)
+    torch.testing.assert_close(outputs, student(x_seq).outputs.detach())
     with pytest.raises(ValueError, match="lif"):
         ste = SpikingMLP(784, (4,), 10, neuron=LeakySTEParameters(2.0, 1.0))
         nir_export.export_nir(ste, tmp_path / "ste.nir")
+
+
+def test_snntorch_and_spikingjelly_read_the_nir_file_as_the_student_computes(mnist5k: Dataset, tmp_path: Path) -> None:
+    """The file, read back by norse, snnTorch 1.0 and SpikingJelly 2.0, predicts every test image's class and
+    fires every hidden layer's spikes as the student does (tau in seconds, a step of DT)."""
+    torch.manual_seed(1)
+    student = SpikingMLP(784, (48, 32), 10, neuron=LIFParameters(2.0, 1.0)).eval()
+    with torch.no_grad():  # enough drive that the hidden layers fire often, but not always
+        student.synapses[0].weight.mul_(8.0)
+        student.synapses[1].weight.mul_(6.0)
+    nir_export.export_nir(student, tmp_path / "student.nir")
+    graph = nir_export.read_nir(tmp_path / "student.nir")
+    x = mnist5k.test.x[:500]
+    with torch.no_grad():
+        rates = [s.mean().item() for s in student(x.flatten(1).unsqueeze(0).expand(4, -1, -1)).spikes]
+    assert all(0.05 < r < 0.6 for r in rates), rates
+    agreement = nir_export.importer_agreement(graph, student, x, steps=4, chunk=200)
+    assert set(agreement) == set(nir_export.IMPORTERS)
+    for importer, found in agreement.items():
+        assert found["images"] == 500 and found["same_class"] == 1.0 and found["same_spike_counts"] == 1.0, importer
+        assert found["max_readout_difference"] < 1e-4, importer
+    with pytest.raises(ValueError, match="choose one of norse, snntorch, spikingjelly"):
+        nir_export.replay_nir(graph, x[:2].unsqueeze(0), "lava")
 
 
 def test_training_with_a_distillation_objective_lowers_the_loss(mnist5k: Dataset) -> None:

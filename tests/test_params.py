@@ -79,7 +79,7 @@ def test_missing_section_and_unknown_section(tmp_path: Path) -> None:
         "params.yaml: data.val_size = (missing): Field required",
         "params.yaml: data.split_seed = (missing): Field required",
         *(f"params.yaml: {name} = (missing): Field required"
-          for name in ("teacher", "student", "variants", "distill", "tune", "spikes", "loihi")),
+          for name in ("teacher", "student", "variants", "distill", "tune", "front", "spikes", "loihi")),
         "params.yaml: teachr = {}: Extra inputs are not permitted",
     ]
 

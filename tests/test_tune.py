@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -186,6 +187,19 @@ def test_a_bad_tuning_parameter_names_the_key_and_what_is_allowed(tmp_path: Path
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize(("front", "message"), [
+    ({"tau_student": [4.0]}, "front.tau_student = [4.0]: no value below any of front.tau_teacher"),
+    ({"tau_student": [0.25, 0.5]}, "front.tau_student = [0.25, 0.5]: shares no value with front.tau_teacher"),
+    ({"match": -0.1}, "front.match = -0.1: Input should be greater than or equal to 0"),
+])
+def test_a_bad_front_names_the_key(tmp_path: Path, front: dict, message: str) -> None:
+    values = copy.deepcopy(TINY)
+    values["front"] |= front
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values))
+    with pytest.raises(P.ParamsError, match=re.escape(message)):
+        P.load(tmp_path / "params.yaml")
+
+
 def test_a_storage_that_cannot_be_opened_says_so(teacher_root: Path) -> None:
     for url in ("postgresql://nobody@127.0.0.1:9/none", "sqlite:////no/such/folder/study.db"):
         with pytest.raises(tune.StorageError, match=r"--storage .*: cannot open it"):
@@ -210,3 +224,24 @@ def test_a_tuned_values_file_of_another_variant_or_corrupted_is_refused(teacher_
     best.write_text("{not json")
     with pytest.raises(P.ParamsError, match="unreadable"):
         load_tuned(best, DATASET, "scratch", scratch, space)
+
+
+def test_the_matched_comparison_of_the_front() -> None:
+    from kdlib.front import matched, pairs
+
+    assert pairs(P.quick().front) == [(1.0, 0.5), (1.0, 1.0), (2.0, 0.5), (2.0, 1.0)]
+    front = pd.DataFrame({
+        "tau_teacher": [2.0, 4.0, 4.0, 4.0, 8.0],
+        "tau_student": [2.0, 4.0, 1.0, 0.5, 0.5],
+        "kind": ["kd", "kd", "hetero_kd", "hetero_kd", "hetero_kd"],
+        "val_accuracy": [0.980, 0.983, 0.9815, 0.975, 0.9812],
+        "spikes_per_image": [300.0, 400.0, 250.0, 100.0, 220.0],
+    })
+    result = matched(front, 0.002)
+    assert result["reference"]["tau_teacher"] == 4.0 and result["reference"]["spikes_per_image"] == 400.0
+    # within 0.2 points of 98.3 %: (4, 1) at 98.15 % and (8, 0.5) at 98.12 %; the fewer spikes win
+    assert result["matched"]["tau_teacher"] == 8.0 and result["saving"] == pytest.approx(0.45)
+    assert not result["reaches_half"] and not result["paper_claim_reached"]
+    assert result["largest_saving"]["saving"] == pytest.approx(0.75)
+    assert result["largest_saving"]["accuracy_difference"] == pytest.approx(-0.008)
+    assert matched(front, 0.01)["reaches_half"]
