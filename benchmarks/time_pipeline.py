@@ -88,17 +88,21 @@ def main() -> None:
         begin = time.time()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         lines = []
+        log = args.log.open("w") if args.log else None  # written as it goes: a killed run keeps its log
         for line in proc.stdout:
             lines.append((time.time(), line.rstrip("\n")))
             print(line, end="", flush=True)
+            if log:
+                log.write(f"{lines[-1][0]:.0f} {lines[-1][1]}\n")
+                log.flush()
         returncode = proc.wait()
+        if log:
+            log.close()
         end = time.time()
         done.set()
         sampler.join()
         rates["after"] = matmul_rate()
         print(f"dense fp32 matmul after the run: {rates['after']:.0f} GFLOP/s", flush=True)
-        if args.log:
-            args.log.write_text("".join(f"{t:.0f} {line}\n" for t, line in lines))
     times = stage_times(lines, end)
     starts = {m.group(1): t for t, line in lines if (m := STAGE.search(line))}
     stage_memory = {name: max((mib for t, mib in memory if start <= t <= start + seconds), default=None)

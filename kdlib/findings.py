@@ -44,6 +44,10 @@ def seed_means(runs: pd.DataFrame) -> pd.DataFrame:
     return means
 
 
+def _fewer(fraction: float) -> str:
+    return f"{100 * fraction:.0f} % fewer" if fraction >= 0 else f"{-100 * fraction:.0f} % more"
+
+
 def _points(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
@@ -82,15 +86,17 @@ def _ci(low: float, high: float, scale: float = 100.0, unit: str = " %") -> str:
 
 
 def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
-           flips: pd.DataFrame | None = None) -> pd.DataFrame:
+           flips: pd.DataFrame | None = None, fronts: pd.DataFrame | None = None) -> pd.DataFrame:
     """The papers' claims beside what this run measured, one row per (claim, dataset): ``claim``,
     ``dataset``, ``measured`` (with its 95 % confidence interval over seeds where there are seeds),
     ``verdict`` (one of :data:`VERDICTS`) and ``why``.
 
     ``runs`` has one row per trained student (``dataset``, ``variant``, ``seed``, ``accuracy``, ``spikes``);
-    the other tables are those of the module docstring. A claim about a quantity that should be reached is
-    *reproduced* when the whole interval reaches it, *refuted* when none of it does, and *inconclusive*
-    otherwise, or when the run does not measure what the paper measured (the ``why`` column says which)."""
+    the other tables are those of the module docstring, and ``fronts`` the matched comparisons of KD's
+    temperature fronts (:func:`kdlib.studies.fronts`, one row per dataset). A claim about a quantity that
+    should be reached is *reproduced* when the whole interval reaches it, *refuted* when none of it does, and
+    *inconclusive* otherwise, or when the run does not measure what the paper measured (the ``why`` column
+    says which)."""
     rows = []
     means = seed_means(runs)
     for dataset in dict.fromkeys(runs.dataset):
@@ -114,6 +120,21 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
                 f"{100 * fewer[0]:.0f} % fewer spikes ({_ci(fewer[1], fewer[2], unit=' %')}) at {_points(d_mean)} "
                 f"({_ci(d_low, d_high, unit=' points')}), {len(spikes_pair)} seeds paired",
                 _combine(spike_verdict, no_loss), why)
+        front = fronts[fronts.dataset == dataset] if fronts is not None and "dataset" in fronts else None
+        if front is not None and len(front):
+            f = front.iloc[0]
+            most = (f"{100 * f['largest_saving.saving']:.0f} % fewer spikes at most (τ_T "
+                    f"{f['largest_saving.tau_teacher']:g}, τ_S {f['largest_saving.tau_student']:g}, "
+                    f"{_points(f['largest_saving.accuracy_difference'])})")
+            at_match = ("no heterogeneous pair within the margin" if pd.isna(f.get("saving")) else
+                        f"{100 * f['saving']:.0f} % fewer within {100 * f['match']:.1f} points "
+                        f"(τ_T {f['matched.tau_teacher']:g}, τ_S {f['matched.tau_student']:g})")
+            verdict = "reproduced" if f["paper_claim_reached"] else "refuted"
+            add("Lee et al. 2021 at matched accuracy: some pair of temperatures gives 65 % fewer spikes than KD's "
+                "best without losing accuracy",
+                f"{at_match}; {most}, against plain KD's best (τ {f['reference.tau_teacher']:g})", verdict,
+                "KD's front over a grid of τ_T and τ_S on the validation split, one seed per pair (no interval); "
+                "reproduced only if a pair saves 65 % at no loss of accuracy")
         ste = [v for v in ("ste_discontinuous", "ste_continuous") if (dataset, v) in means.index]
         if dataset.startswith("mnist") and ste:
             better = max(ste, key=lambda v: means.loc[(dataset, v), "accuracy"])
@@ -211,6 +232,47 @@ def _paired_sentence(comparisons: pd.DataFrame | None, dataset: str, variant: st
             f"p = {r.p_holm:.2g}: {r.verdict}")
 
 
+def front(matched: pd.DataFrame) -> list[str]:
+    """KD's temperature front in words, one sentence per dataset (``matched``: :func:`kdlib.studies.fronts`'s
+    second table)."""
+    out = []
+    for _, f in matched.iterrows():
+        text = (f"On {f.dataset} (validation split, one seed per pair), plain KD is best at τ = "
+                f"{f['reference.tau_teacher']:g} ({100 * f['reference.val_accuracy']:.2f} %, "
+                f"{f['reference.spikes_per_image']:,.0f} spikes per image). ")
+        if pd.isna(f.get("saving")):
+            text += f"No heterogeneous pair comes within {100 * f.match:.1f} points of it. "
+        else:
+            text += (f"Within {100 * f.match:.1f} points of it, the fewest spikes come from τ_T = "
+                     f"{f['matched.tau_teacher']:g}, τ_S = {f['matched.tau_student']:g}: {100 * f.saving:.0f} % fewer "
+                     f"({_points(f['matched.accuracy_difference'])}), "
+                     f"{'reaching' if f.reaches_half else 'short of'} the 50 % this study asked for. ")
+        text += (f"The largest saving of any pair is {100 * f['largest_saving.saving']:.0f} % "
+                 f"(τ_T = {f['largest_saving.tau_teacher']:g}, τ_S = {f['largest_saving.tau_student']:g}), at "
+                 f"{_points(f['largest_saving.accuracy_difference'])}; Lee et al.'s 65 % at no loss of accuracy is "
+                 f"{'reached' if f.paper_claim_reached else 'not reached'} on this grid.")
+        out.append(text)
+    return out
+
+
+def controls(runs: pd.DataFrame) -> list[str]:
+    """The two controls in words, paired by seed on the test set: heterogeneous-temperature KD against a plain
+    firing-rate penalty (``rate_reg``), and KD with the per-step objective against KD."""
+    out = []
+    for dataset in dict.fromkeys(runs.dataset):
+        for variant, baseline, what in (("hetero_kd", "rate_reg", "against a plain firing-rate penalty (rate_reg)"),
+                                        ("kd_per_step", "kd", "with the per-step objective, against KD")):
+            spikes, acc = (_paired(runs, dataset, variant, baseline, c) for c in ("spikes", "accuracy"))
+            if len(spikes) < 2:
+                continue
+            fewer = _interval(1 - spikes[variant] / spikes[baseline])
+            gain = paired_difference(acc[variant], acc[baseline])
+            out.append(f"On {dataset}, {variant} {what}: {_fewer(fewer[0])} spikes per image "
+                       f"({_ci(fewer[1], fewer[2], unit=' %')}) at {_points(gain.mean)} of test accuracy "
+                       f"({_ci(gain.low, gain.high, unit=' points')}, p = {gain.p:.2g}), {len(spikes)} seeds paired.")
+    return out
+
+
 def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
              flips: pd.DataFrame | None = None, comparisons: pd.DataFrame | None = None) -> list[str]:
     """The study's results in sentences, one per finding (``teachers``: test accuracy by dataset; ``flips``
@@ -268,6 +330,9 @@ def abstract(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame, p
            f"{len(variants)} methods on {' and '.join(datasets)}, each trained on {len(params.distill.seeds)} seeds "
            f"for {student.epochs} epochs under identical conditions, selected on validation accuracy and "
            "measured once on the test set.")
+    if params.tune.use == "tuned":
+        did += (f" Every method's hyperparameters and learning rate were first tuned on the validation split with "
+                f"the same budget ({params.tune.trials} trials of {params.tune.epochs} epochs, Optuna's TPE).")
     found = []
     for dataset, part in students.groupby(level="dataset", sort=False):
         part = part.droplevel("dataset")
@@ -302,9 +367,19 @@ def limitations(students: pd.DataFrame, params: Any) -> list[str]:
     by_dataset = students.groupby(level="dataset")["accuracy"]
     gaps = by_dataset.max() - by_dataset.min()
     closest = by_dataset.apply(lambda a: a.sort_values().diff().min())
+    tune = params.tune
+    if tune.use == "tuned":
+        tuning = (f"Each method was tuned with the same small budget: {tune.trials} trials of {tune.epochs} epochs "
+                  f"(the students then train for {params.student.epochs}), over up to "
+                  f"{max(len(s) for s in tune.space.values())} hyperparameters; a larger budget, or trials as long as "
+                  "the final training, could still move a method, and the studies' histories show which were still "
+                  "improving.")
+    else:
+        tuning = ("Each method runs at one hand-set point of its hyperparameters (`variants` in `params.yaml`, "
+                  "`tune.use: hand-set`), not tuned on the validation split: a method may lose for want of a good "
+                  "setting.")
     return [
-        "Each method runs at one hand-set point of its hyperparameters (`variants` in `params.yaml`), not tuned "
-        "on the validation split: a method may lose for want of a good setting.",
+        tuning,
         f"{seeds} seed{'' if seeds == 1 else 's'} per method: the median seed standard deviation of test "
         f"accuracy is {100 * spread:.2f} "
         f"points, while the methods of one dataset span {100 * gaps.min():.2f} to {100 * gaps.max():.2f} points "

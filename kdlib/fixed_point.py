@@ -73,12 +73,6 @@ class LoihiLayer:
     scale: float            # integer units per unit of the float pre-activation
     limit: Limit            # what bounded the scale
 
-    @property
-    def float_equivalent(self) -> np.ndarray:
-        """The float weights these integers stand for (per input message: in the first layer, per
-        intensity level)."""
-        return self.weight / self.scale
-
 
 @dataclass(frozen=True)
 class LoihiNetwork:
@@ -88,10 +82,6 @@ class LoihiNetwork:
     steps: int
     input_bits: int          # graded input messages: pixel intensities rounded to this many bits
     headroom: float          # the largest calibration current × headroom fits the 24-bit current
-
-    @property
-    def input_levels(self) -> int:
-        return 2 ** self.input_bits - 1
 
     def layer_widths(self) -> list[int]:
         """Neurons per layer, the readout included."""
@@ -112,7 +102,7 @@ class LayerScale(NamedTuple):
     limit: Limit
 
 
-def _lif(student: nn.Module, name: str) -> LIFParameters:
+def lif_parameters(student: nn.Module, name: str) -> LIFParameters:
     """The LIF parameters of a student the chip can run, or :class:`NotDeployable` naming what does not fit."""
     if not isinstance(student, SpikingMLP):
         raise NotDeployable(f"{name}: a {type(student).__name__}; only fully connected students "
@@ -166,9 +156,10 @@ def choose_scale(weight: Tensor, bias: Tensor, threshold: float | None, peak_cur
     return LayerScale(limits[limit], limit)
 
 
-def _worst(weight: np.ndarray, top: int) -> int:
-    """The largest |a| that any input of messages in [0, top] could give these integer weights."""
-    return top * max(int(np.clip(weight, 0, None).sum(1).max()), int(-np.clip(weight, None, 0).sum(1).max()))
+def _worst(weight: np.ndarray | Tensor, top: int) -> float:
+    """The largest |a| that any input of messages in [0, top] could give these weights (integers or floats)."""
+    w = np.asarray(weight, dtype=np.float64)
+    return top * max(float(np.clip(w, 0, None).sum(1).max()), float(-np.clip(w, None, 0).sum(1).max()))
 
 
 def payload(x: Tensor, bits: int) -> Tensor:
@@ -187,7 +178,7 @@ def convert(student: nn.Module, calibration: Tensor, *, steps: int, input_bits: 
     layer's weights one more bit when the current bounds its scale, at the risk of a wrapped current (or
     a firing readout) on an image that drives a neuron harder than any calibration image. Every bound is
     checked on the rounded integers."""
-    lif = _lif(student, name)
+    lif = lif_parameters(student, name)
     if not 1 <= input_bits <= 8:
         raise NotDeployable(f"{name}: input_bits = {input_bits}; Loihi 2's graded spikes carry 1 to 8 bits here")
     gain, levels = 1.0 / lif.tau_mem, 2 ** input_bits - 1
@@ -200,7 +191,7 @@ def convert(student: nn.Module, calibration: Tensor, *, steps: int, input_bits: 
         w, b = synapse.weight.double() * gain, synapse.bias.double() * gain
         per_message, top = (w / levels, levels) if i == 0 else (w, 1)
         peak = (messages @ per_message.T).abs().max().item()
-        worst = top * max(per_message.clamp(min=0).sum(1).max().item(), (-per_message.clamp(max=0)).sum(1).max().item())
+        worst = _worst(per_message, top)
         scale, limit = choose_scale(per_message, b, lif.v_th, peak, worst, headroom)
 
         def fits(s: float, per_message: Tensor = per_message, messages: Tensor = messages, top: int = top) -> bool:

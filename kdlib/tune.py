@@ -166,15 +166,25 @@ def train_trial(dataset: str, data_cfg: P.DataParams, cfg: P.StudentParams, spec
                        time.perf_counter() - tic)
 
 
+def _heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+    """Tell a shared database that the trial is alive (its heartbeat; a journal file keeps none)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if is_heartbeat_enabled(storage):
+        storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+
+
 def _worker_trial(storage: str, study_name: str, trial_id: int, cfg: P.TuneParams, *args: Any,
                   **kwargs: Any) -> TrialResult:
     """:func:`train_trial` in a worker process, reporting every epoch to the study and pruning where it says."""
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage), pruner=pruner(cfg))
+    backend = open_storage(storage)
+    study = optuna.load_study(study_name=study_name, storage=backend, pruner=pruner(cfg))
     trial = optuna.trial.Trial(study, trial_id)
 
     def on_epoch(epoch: int, accuracy: float) -> None:
+        _heartbeat(backend, trial_id)
         trial.report(accuracy, epoch)
         if trial.should_prune():
             raise optuna.TrialPruned()
@@ -247,38 +257,44 @@ def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storag
     student = P.student_for(params.student, params.variants, variant_name, dataset)
     teacher_path = root / "results" / "teacher" / dataset / "teacher.pt"
     context = start_workers()
-    with tempfile.TemporaryDirectory(prefix="kdlib-targets-") as folder:
-        targets = write_teacher_targets(dataset, params.data, student, variant, teacher_path,
-                                        Path(folder) / "targets.pt")
-        with ProcessPoolExecutor(cfg.parallel, mp_context=context) as pool:
-            while True:
-                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                room = cfg.trials - len(_finished(study)) - len(running)
-                if room <= 0:
-                    break
-                batch = []
-                for _ in range(min(cfg.parallel, room)):
-                    study.sampler = sampler(cfg, len(study.get_trials(deepcopy=False)))
-                    trial = study.ask()
-                    if _rank(study, trial.number) > cfg.trials:  # another machine asked first: over budget
-                        study.tell(trial, state=TrialState.FAIL)
+    with warnings.catch_warnings():  # ask and tell on a database with a heartbeat: optuna says it expects optimize
+        warnings.filterwarnings("ignore", "Heartbeat of storage is supposed", UserWarning)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # fail_stale_trials
+        with tempfile.TemporaryDirectory(prefix="kdlib-targets-") as folder:
+            targets = write_teacher_targets(dataset, params.data, student, variant, teacher_path,
+                                            Path(folder) / "targets.pt")
+            with ProcessPoolExecutor(cfg.parallel, mp_context=context) as pool:
+                while True:
+                    if shared:  # a machine that died leaves trials running: failed once their heartbeat is stale
+                        optuna.storages.fail_stale_trials(study)
+                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                    room = cfg.trials - len(_finished(study)) - len(running)
+                    if room <= 0:
                         break
-                    values = suggest(trial, cfg.space[variant_name])
-                    spec = P.apply_tuned(variant, values)
-                    trial_student = P.student_for(params.student, {variant_name: spec}, variant_name, dataset)
-                    trial_student = trial_student.model_copy(update={"epochs": cfg.epochs})
-                    future = pool.submit(_worker_trial, storage, study_name, trial._trial_id, cfg, dataset,
-                                         params.data, trial_student, spec, cfg.seed, teacher_path=teacher_path,
-                                         targets_path=targets)
-                    batch.append((trial, values, future))
-                results = [future.result() for _, _, future in batch]  # all, before any is told: the
-                for (trial, values, _), result in zip(batch, results, strict=True):  # pruner's history is fixed
-                    _tell(study, trial, result)
-                    state = "pruned" if result.pruned else "diverged" if result.diverged else "done"
-                    shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                    log(f"{study_name} trial {trial.number}: {state} after {result.epochs} epochs, val "
-                        f"{result.val_accuracy:.4f}, {result.spikes_per_image:.1f} spikes/image ({shown}) "
-                        f"{result.seconds:.0f} s")
+                    batch = []
+                    for _ in range(min(cfg.parallel, room)):
+                        study.sampler = sampler(cfg, len(study.get_trials(deepcopy=False)))
+                        trial = study.ask()
+                        if _rank(study, trial.number) > cfg.trials:  # another machine asked first: over budget
+                            study.tell(trial, state=TrialState.FAIL)
+                            break
+                        _heartbeat(backend, trial._trial_id)
+                        values = suggest(trial, cfg.space[variant_name])
+                        spec = P.apply_tuned(variant, values)
+                        trial_student = P.student_for(params.student, {variant_name: spec}, variant_name, dataset)
+                        trial_student = trial_student.model_copy(update={"epochs": cfg.epochs})
+                        future = pool.submit(_worker_trial, storage, study_name, trial._trial_id, cfg, dataset,
+                                             params.data, trial_student, spec, cfg.seed, teacher_path=teacher_path,
+                                             targets_path=targets)
+                        batch.append((trial, values, future))
+                    results = [future.result() for _, _, future in batch]  # all, before any is told: the
+                    for (trial, values, _), result in zip(batch, results, strict=True):  # pruner's history is fixed
+                        _tell(study, trial, result)
+                        state = "pruned" if result.pruned else "diverged" if result.diverged else "done"
+                        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+                        log(f"{study_name} trial {trial.number}: {state} after {result.epochs} epochs, val "
+                            f"{result.val_accuracy:.4f}, {result.spikes_per_image:.1f} spikes/image ({shown}) "
+                            f"{result.seconds:.0f} s")
     if len(_finished(study)) < cfg.trials:
         log(f"{study_name}: trials are still running elsewhere; the worker that finishes the last one writes "
             f"{BEST_FILE}")

@@ -90,3 +90,31 @@ def test_findings_and_limitations_say_what_was_measured(means: pd.DataFrame) -> 
     assert "50 % fewer spikes per image than KD" in lines[1]
     limits = findings.limitations(means, P.quick())
     assert any(line.startswith("1 seed per method: ") for line in limits)
+
+
+@pytest.fixture()
+def matched() -> pd.DataFrame:
+    from kdlib.front import matched
+
+    front = pd.DataFrame({"tau_teacher": [2.0, 4.0, 4.0, 4.0], "tau_student": [2.0, 4.0, 1.0, 0.5],
+                          "kind": ["kd", "kd", "hetero_kd", "hetero_kd"],
+                          "val_accuracy": [0.980, 0.983, 0.9815, 0.975],
+                          "spikes_per_image": [300.0, 400.0, 250.0, 100.0]})
+    return pd.json_normalize([{"dataset": "mnist", **matched(front, 0.002)}])
+
+
+def test_the_front_in_words_and_in_the_claims(runs: pd.DataFrame, matched: pd.DataFrame) -> None:
+    [line] = findings.front(matched)
+    assert line.startswith("On mnist (validation split, one seed per pair), plain KD is best at τ = 4 (98.30 %, 400")
+    assert "τ_T = 4, τ_S = 1: 38 % fewer (-0.15 points), short of the 50 %" in line
+    assert "largest saving of any pair is 75 % (τ_T = 4, τ_S = 0.5), at -0.80 points" in line
+    table = findings.claims(runs, pd.DataFrame(), pd.DataFrame(), fronts=matched)
+    row = table[table.claim.str.startswith("Lee et al. 2021 at matched accuracy")].iloc[0]
+    assert row.verdict == "refuted" and row.measured.startswith("38 % fewer within 0.2 points (τ_T 4, τ_S 1)")
+
+
+def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:
+    rate = runs[runs.variant == "kd"].assign(variant="rate_reg", spikes=[600.0, 606.0], accuracy=[0.974, 0.9755])
+    lines = findings.controls(pd.concat([runs, rate]))
+    assert len(lines) == 1 and lines[0].startswith("On mnist, hetero_kd against a plain firing-rate penalty (rate_reg)")
+    assert "25 % fewer spikes per image" in lines[0] and "2 seeds paired" in lines[0]
