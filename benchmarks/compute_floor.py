@@ -1,6 +1,6 @@
 """The study's compute floor: the floating-point work of its matrix products, beside its wall time.
 
-    uv run python benchmarks/compute_floor.py [--times benchmarks/pipeline_times.json] [--repeats 7]
+    uv run python benchmarks/compute_floor.py [--times benchmarks/pipeline_times.json ...] [--repeats 7]
 
 The floor of a stage is the work of every matrix product that the stage must do, divided by the dense
 fp32 matmul rate of the host: by default the mean of the rates that ``time_pipeline.py`` measured right
@@ -21,6 +21,11 @@ Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
   fine-tunes it; a live forward pass when the student's ``max_shift`` > 0); the student's training and
   validation every epoch; the feature objectives' decoders and regressors (a dense map from a student
   layer to the teacher's width, trained with the student); one test pass that counts spikes;
+* **tuning** (every dataset × variant): the frozen teacher's outputs once per study, then every trial's
+  training for the epochs it ran (``trials.csv``; a pruned trial stops early; before the study has run, its
+  budget of ``tune.trials`` × ``tune.epochs``) and its validation pass that counts spikes;
+* **front** (every dataset): the same for KD's student at every pair of temperatures of ``front``, for
+  ``student.epochs``;
 * **spike analysis** (stage 3, every dataset): the teacher on the test split; every student on the test
   split at ``spikes.max_steps`` (accuracy against T), at its own T twice (operation counts and early
   exit); the conversion's calibration on ``calibration_images`` and its run at the largest T of
@@ -92,6 +97,48 @@ def _require_mlp(arch: str, section: str) -> None:
         raise SystemExit(f"{section}.arch = {arch!r}: the floor model covers fully connected (mlp) networks only")
 
 
+def _student_forward(cfg: P.StudentParams) -> float:
+    return forward_flops(dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
+
+
+def _training(spec: P.VariantParams, cfg: P.StudentParams, teacher: list[tuple[int, int]], teacher_hidden: list[int],
+              train: int, val: int):  # noqa: ANN202
+    """A function of epochs: the FLOPs of training a variant's student that long, validating every epoch, and
+    its teacher's work (``once``: with the frozen teacher's outputs computed once for the run; without, for one
+    trial of a study or a point of the front that shares them)."""
+    layers, constant = dense_layers(cfg.hidden), cfg.encoding == "direct"
+    t_fwd = forward_flops(teacher)
+    s_fwd = forward_flops(layers, cfg.steps, constant)
+    per_image = training_flops(layers, cfg.steps, constant)
+    mapped = spec.layers if spec.loss in ("decoder_kd", "bidirectional_kd", "joint_kd") else []
+    for layer in mapped:  # a decoder or regressor to the teacher's width, trained with the student
+        per_image += 3 * 2.0 * cfg.hidden[layer] * teacher_hidden[layer]
+
+    def flops(epochs: int, once: bool = True) -> float:
+        if spec.loss == "bidirectional_kd":
+            teacher_work = epochs * train * (3 * t_fwd - 2.0 * teacher[0][0] * teacher[0][1])
+        elif spec.loss in ("ce", "rate_reg"):
+            teacher_work = 0.0
+        elif cfg.max_shift > 0:
+            teacher_work = epochs * train * t_fwd
+        else:
+            teacher_work = train * t_fwd if once else 0.0  # the frozen teacher's outputs, once per run
+        return teacher_work + epochs * (train * per_image + val * s_fwd)
+
+    return flops
+
+
+def _trial_epochs(params: P.Params, dataset: str, variant: str) -> list[int]:
+    """The epochs every trial of a study trained (``trials.csv``; a pruned trial stops early), or, before the
+    study has run, its budget; the targets of a frozen teacher are counted once per study, in the first."""
+    path = ROOT / "results" / "tune" / dataset / variant / "trials.csv"
+    if path.is_file():
+        import pandas as pd
+
+        return [int(e) for e in pd.read_csv(path).epochs]
+    return [params.tune.epochs] * params.tune.trials
+
+
 def study_flops(params: P.Params) -> dict[str, float]:
     """FLOPs of the products of every stage run of the study, by DVC stage name."""
     flops: dict[str, float] = {}
@@ -105,26 +152,22 @@ def study_flops(params: P.Params) -> dict[str, float]:
 
         students = {}
         for name in params.distill.variants:
-            spec = params.variants[name]
             cfg = P.student_for(params.student, params.variants, name, dataset)
             _require_mlp(cfg.arch, f"variants.{name}.student")
-            layers, constant = dense_layers(cfg.hidden), cfg.encoding == "direct"
-            s_fwd = forward_flops(layers, cfg.steps, constant)
-            per_image = training_flops(layers, cfg.steps, constant)
-            mapped = spec.layers if spec.loss in ("decoder_kd", "bidirectional_kd", "joint_kd") else []
-            for layer in mapped:  # a decoder or regressor to the teacher's width, trained with the student
-                per_image += 3 * 2.0 * cfg.hidden[layer] * t_cfg.hidden[layer]
-            if spec.loss == "bidirectional_kd":
-                teacher_work = cfg.epochs * train * (3 * t_fwd - 2.0 * teacher[0][0] * teacher[0][1])
-            elif spec.loss == "ce":
-                teacher_work = 0.0
-            elif cfg.max_shift > 0:
-                teacher_work = cfg.epochs * train * t_fwd
-            else:
-                teacher_work = train * t_fwd  # the frozen teacher's outputs, once
-            run = teacher_work + cfg.epochs * (train * per_image + val * s_fwd) + test * s_fwd
-            flops[f"distill@{dataset}-{name}"] = run * len(params.distill.seeds)
-            students[name] = (layers, cfg.steps, constant)
+            training = _training(params.variants[name], cfg, teacher, t_cfg.hidden, train, val)
+            flops[f"distill@{dataset}-{name}"] = (training(cfg.epochs) + test * _student_forward(cfg)) * len(
+                params.distill.seeds)
+            flops[f"tune@{dataset}-{name}"] = training(0) + sum(  # the frozen teacher's outputs once per study
+                training(epochs, once=False) + val * _student_forward(cfg) for epochs in _trial_epochs(params, dataset,
+                                                                                                       name))
+            students[name] = (dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
+        if "kd" in params.variants:  # the front: KD's student at every pair of temperatures, on validation
+            from kdlib.front import pairs
+
+            cfg = P.student_for(params.student, params.variants, "kd", dataset)
+            training = _training(params.variants["kd"], cfg, teacher, t_cfg.hidden, train, val)
+            flops[f"front@{dataset}"] = training(0) + len(pairs(params.front)) * (
+                training(cfg.epochs, once=False) + val * _student_forward(cfg))
 
         s = params.spikes
         work = test * t_fwd  # the teacher's test accuracy
@@ -166,8 +209,9 @@ def study_flops(params: P.Params) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--times", type=Path, default=ROOT / "benchmarks" / "pipeline_times.json",
-                        help="time_pipeline.py's summary of a run on this host")
+    parser.add_argument("--times", type=Path, nargs="+", default=[ROOT / "benchmarks" / "pipeline_times.json"],
+                        help="time_pipeline.py's summaries of a run on this host (several: the parts of one run "
+                             "made in segments; their stages are joined and their matmul rates averaged)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--measure", action="store_true",
                         help="measure the matmul rate now instead of using the one recorded with --times")
@@ -178,10 +222,15 @@ def main() -> None:
 
     params = P.load()
     flops = study_flops(params)
-    timed = json.loads(args.times.read_text()) if args.times.is_file() else {}
-    times, recorded = timed.get("stages", {}), timed.get("matmul_gflops")
+    times: dict[str, float] = {}
+    rates: dict[str, float] = {}
+    for path in args.times:
+        timed = json.loads(path.read_text()) if path.is_file() else {}
+        times |= timed.get("stages", {})
+        rates |= {f"{path.stem}.{k}": v for k, v in (timed.get("matmul_gflops") or {}).items()}
+    recorded = rates or None
     if recorded and not args.measure:
-        rate, source = sum(recorded.values()) / len(recorded) * 1e9, f"measured by {args.times.name} in the timed run"
+        rate, source = sum(recorded.values()) / len(recorded) * 1e9, "measured by time_pipeline.py in the timed run"
     else:
         rate, source = matmul_gflops(repeats=args.repeats) * 1e9, "measured now"
     lava = {}
@@ -199,8 +248,9 @@ def main() -> None:
         family["lava_s"] += lava.get(stage, 0.0)
     total = {key: sum(f[key] for f in families.values()) for key in ("tflop", "floor_s", "wall_s", "lava_s")}
     summary = {"matmul_gflops": rate / 1e9, "matmul_source": source, "recorded_matmul_gflops": recorded,
-               "threads": torch.get_num_threads(), "times": args.times.resolve().relative_to(ROOT).as_posix()
-               if args.times.resolve().is_relative_to(ROOT) else str(args.times),
+               "threads": torch.get_num_threads(),
+               "times": [t.resolve().relative_to(ROOT).as_posix() if t.resolve().is_relative_to(ROOT) else str(t)
+                         for t in args.times],
                "families": families, "total": total, "stages_tflop": {k: v / 1e12 for k, v in flops.items()}}
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
 

@@ -245,3 +245,23 @@ def test_the_matched_comparison_of_the_front() -> None:
     assert result["largest_saving"]["saving"] == pytest.approx(0.75)
     assert result["largest_saving"]["accuracy_difference"] == pytest.approx(-0.008)
     assert matched(front, 0.01)["reaches_half"]
+
+
+def test_the_report_reads_the_studies_back(teacher_root: Path) -> None:
+    from kdlib import studies
+
+    params = _write_params(teacher_root)
+    tune.run(DATASET, "kd", params, teacher_root, log=lambda _: None)
+    tried, best = studies.trials(teacher_root), studies.best(teacher_root)
+    kd = tried[tried.variant == "kd"]
+    assert len(kd) == params.tune.trials and set(kd.dataset) == {DATASET}
+    row = best[best.variant == "kd"].iloc[0]
+    assert row.val_accuracy == kd.val_accuracy.max() and set(row["values"]) == {"lr", "alpha", "tau"}
+    history = studies.history(tried)
+    curve = history[history.variant == "kd"]
+    assert curve.best_so_far.is_monotonic_increasing and curve.best_so_far.iloc[-1] == row.val_accuracy
+    weights = studies.importances(teacher_root, DATASET, "kd")
+    assert set(weights.index) == {"lr", "alpha", "tau"} and weights.sum() == pytest.approx(1.0)
+    hand = studies.hand_set(params.variants["kd"], params.student.lr, ["lr", "alpha", "tau"])
+    assert hand == {"lr": params.student.lr, "alpha": 0.5, "tau": 2.0}
+    assert studies.values_text({"lr": 0.0031, "alpha": 0.62}) == "lr 0.0031, alpha 0.62"
