@@ -24,8 +24,8 @@ Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
 * **tuning** (every dataset × variant): the frozen teacher's outputs once per study, then every trial's
   training for the epochs it ran (``trials.csv``; a pruned trial stops early; before the study has run, its
   budget of ``tune.trials`` × ``tune.epochs``) and its validation pass that counts spikes;
-* **front** (every dataset): the same for KD's student at every pair of temperatures of ``front``, for
-  ``student.epochs``;
+* **front** (every dataset): the same for KD's student at every pair of temperatures of ``front.taus`` and
+  the ``rate_reg`` student at every λ of ``front.rate_lambdas``, for ``student.epochs``;
 * **spike analysis** (stage 3, every dataset): the teacher on the test split; every student on the test
   split at ``spikes.max_steps`` (accuracy against T), at its own T twice (operation counts and early
   exit); the conversion's calibration on ``calibration_images`` and its run at the largest T of
@@ -161,13 +161,15 @@ def study_flops(params: P.Params) -> dict[str, float]:
                 training(epochs, once=False) + val * _student_forward(cfg) for epochs in _trial_epochs(params, dataset,
                                                                                                        name))
             students[name] = (dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
-        if "kd" in params.variants:  # the front: KD's student at every pair of temperatures, on validation
-            from kdlib.front import pairs
+        from kdlib.front import pairs  # the fronts: KD at every pair of temperatures, rate_reg at every λ
 
-            cfg = P.student_for(params.student, params.variants, "kd", dataset)
-            training = _training(params.variants["kd"], cfg, teacher, t_cfg.hidden, train, val)
-            flops[f"front@{dataset}"] = training(0) + len(pairs(params.front)) * (
-                training(cfg.epochs, once=False) + val * _student_forward(cfg))
+        work = 0.0
+        for name, count in (("kd", len(pairs(params.front))), ("rate_reg", len(params.front.rate_lambdas))):
+            if count:
+                cfg = P.student_for(params.student, params.variants, name, dataset)
+                training = _training(params.variants[name], cfg, teacher, t_cfg.hidden, train, val)
+                work += training(0) + count * (training(cfg.epochs, once=False) + val * _student_forward(cfg))
+        flops[f"front@{dataset}"] = work
 
         s = params.spikes
         work = test * t_fwd  # the teacher's test accuracy
@@ -261,6 +263,10 @@ def main() -> None:
         ratio = (f["wall_s"] - f["lava_s"]) / f["floor_s"] if f["floor_s"] else float("nan")
         print(f"| {name} | {f['tflop']:.1f} | {f['floor_s'] / 60:.1f} | {f['wall_s'] / 60:.1f} | "
               f"{f['lava_s'] / 60:.1f} | {ratio:.1f}× |")
+    if "tune" in families:
+        tune = families["tune"]
+        print(f"tuning: {tune['wall_s'] / total['wall_s']:.0%} of the study's wall time, "
+              f"{tune['tflop'] / total['tflop']:.0%} of its products")
 
 
 if __name__ == "__main__":

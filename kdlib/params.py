@@ -224,16 +224,17 @@ class TuneParams(_Section):
 
 
 class FrontParams(_Section):
-    """Stage ``front``: KD's spike–accuracy front over the teacher's and the student's temperatures.
+    """Stage ``front``: the spike–accuracy fronts of KD over both temperatures and of the firing-rate penalty.
 
-    KD's student (``variants.kd``, with its tuned values when ``tune.use`` is ``tuned``) is trained at every pair
-    (τ_T, τ_S) of these lists with τ_S ≤ τ_T, from one seed, for ``student.epochs``, and scored on the validation
-    split; τ_S = τ_T is plain KD, τ_S < τ_T heterogeneous KD (Lee et al.). ``match`` is the accuracy margin of
-    the matched comparison: the fewest spikes within ``match`` of the best plain-KD point's accuracy.
+    KD's student (``variants.kd``, with its tuned α and learning rate when ``tune.use`` is ``tuned``) is trained at
+    every pair (τ_T, τ_S) of ``taus`` with τ_S ≤ τ_T: τ_S = τ_T is plain KD at every temperature, τ_S < τ_T
+    heterogeneous KD (Lee et al.). The ``rate_reg`` student (its tuned learning rate) is trained at every λ of
+    ``rate_lambdas``. Each from one seed, for ``student.epochs``, scored on the validation split. ``match`` is the
+    accuracy margin of the matched comparisons (:func:`kdlib.front.matched`).
     """
 
-    tau_teacher: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=1)
-    tau_student: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=1)
+    taus: list[Annotated[float, Field(gt=0.0)]] = Field(min_length=2)
+    rate_lambdas: list[Annotated[float, Field(ge=0.0)]]
     seed: int = Field(ge=0)
     match: float = Field(ge=0.0, le=1.0)
 
@@ -360,7 +361,9 @@ def search_range(value: list[Any], where: str = "tune.space") -> SearchRange:
     """Parse ``[low, high]`` or ``[low, high, log]``; raise :class:`ParamsError` naming ``where`` otherwise."""
     numbers = [v for v in value[:2] if isinstance(v, int | float) and not isinstance(v, bool)]
     if len(value) not in (2, 3) or len(numbers) != 2 or (len(value) == 3 and value[2] != "log"):
-        raise ParamsError(f"{where} = {value!r}: give [low, high] or [low, high, log] with numbers low < high")
+        hint = ("; YAML reads a number such as 1e-3 as text: write 1.0e-3" if any(isinstance(v, str) and
+                                                                                  v != "log" for v in value) else "")
+        raise ParamsError(f"{where} = {value!r}: give [low, high] or [low, high, log] with numbers low < high{hint}")
     low, high = map(float, numbers)
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
         raise ParamsError(f"{where} = {value!r}: the range is empty or reversed; give [low, high] with low < high")
@@ -370,12 +373,19 @@ def search_range(value: list[Any], where: str = "tune.space") -> SearchRange:
 
 
 def searchable(variant: VariantParams) -> dict[str, str]:
-    """The keys ``tune.space`` may search for ``variant``, each with what it sets."""
+    """The keys ``tune.space`` may search for ``variant``, each with what it sets: ``lr`` and the variant's float
+    fields, with its temperatures searched so that the variant stays what it is: plain KD (τ_S = τ_T in its entry)
+    through ``tau``, heterogeneous KD (τ_S < τ_T) through ``tau_teacher`` and ``tau_ratio``."""
     keys = {"lr": TUNE_KEYS["lr"]}
-    fields = [f for f in type(variant).model_fields if f not in FIXED_FIELDS]
-    keys |= {f: f"variants.<name>.{f}" for f in fields}
-    if {"tau_teacher", "tau_student"} <= set(fields):
-        keys |= {k: TUNE_KEYS[k] for k in ("tau", "tau_ratio")}
+    fields = {f: info for f, info in type(variant).model_fields.items()
+              if f not in FIXED_FIELDS and info.annotation is float}
+    temperatures = {"tau_teacher", "tau_student"}
+    keys |= {f: f"variants.<name>.{f}" for f in fields if f not in temperatures}
+    if temperatures <= set(fields):
+        if variant.tau_student == variant.tau_teacher:  # type: ignore[attr-defined]
+            keys["tau"] = TUNE_KEYS["tau"]
+        else:
+            keys |= {"tau_teacher": "variants.<name>.tau_teacher", "tau_ratio": TUNE_KEYS["tau_ratio"]}
     return keys
 
 
@@ -414,11 +424,6 @@ def _check_tune(params: Params, source: str) -> None:
             raise ParamsError(f"{source}: tune.space.{name} = {{}}: empty; give at least 'lr'")
         variant = params.variants[name]
         allowed = searchable(variant)
-        if "tau" in space and ({"tau_teacher", "tau_student", "tau_ratio"} & set(space)):
-            raise ParamsError(f"{source}: tune.space.{name}: 'tau' sets both temperatures; search either 'tau' or "
-                              "'tau_teacher' with 'tau_ratio' or 'tau_student'")
-        if "tau_ratio" in space and "tau_student" in space:
-            raise ParamsError(f"{source}: tune.space.{name}: 'tau_ratio' sets tau_student; search one of them")
         for key, value in space.items():
             if key not in allowed:
                 raise ParamsError(f"{source}: tune.space.{name}.{key}: {key!r} is not a hyperparameter of variant "
@@ -437,15 +442,22 @@ def _check_tune(params: Params, source: str) -> None:
                     raise ParamsError(f"{where}: heterogeneous KD needs tau_student < tau_teacher; allowed: 0 < "
                                       "tau_ratio < 1")
     front = params.front
-    if not any(s < t for t in front.tau_teacher for s in front.tau_student):
-        raise ParamsError(f"{source}: front.tau_student = {front.tau_student}: no value below any of front.tau_teacher "
-                          f"= {front.tau_teacher}; the front needs heterogeneous pairs (tau_student < tau_teacher)")
-    if not set(front.tau_student) & set(front.tau_teacher):
-        raise ParamsError(f"{source}: front.tau_student = {front.tau_student}: shares no value with front.tau_teacher "
-                          f"= {front.tau_teacher}; the front needs plain-KD pairs (tau_student = tau_teacher)")
-    if "kd" not in params.variants or params.variants["kd"].loss != "kd":
-        raise ParamsError(f"{source}: front: needs a variant 'kd' with loss: kd under variants, whose student it "
-                          "trains at every pair of temperatures")
+    if len(set(front.taus)) < 2:
+        raise ParamsError(f"{source}: front.taus = {front.taus}: give at least two different temperatures, so that "
+                          "the front has heterogeneous pairs (tau_student < tau_teacher)")
+    for name, loss in (("kd", "kd"), ("rate_reg", "rate_reg")):
+        if name == "rate_reg" and not front.rate_lambdas:
+            continue
+        if name not in params.variants or params.variants[name].loss != loss:
+            raise ParamsError(f"{source}: front: needs a variant {name!r} with loss: {loss} under variants, whose "
+                              "student it trains across its front")
+        if tune.use == "tuned" and name not in params.distill.variants:
+            raise ParamsError(f"{source}: front: trains {name!r} with its tuned values, but {name!r} is not in "
+                              "distill.variants (so it has no study); add it, or set tune.use: hand-set")
+    if params.variants["kd"].tau_student != params.variants["kd"].tau_teacher:
+        raise ParamsError(f"{source}: variants.kd: tau_student = {params.variants['kd'].tau_student} differs from "
+                          f"tau_teacher = {params.variants['kd'].tau_teacher}; the front's plain KD has equal "
+                          "temperatures (heterogeneous KD is hetero_kd)")
     if tune.prune_after >= tune.epochs and tune.epochs > 1:
         raise ParamsError(f"{source}: tune.prune_after = {tune.prune_after}: no epoch is left to prune after with "
                           f"tune.epochs = {tune.epochs}; allowed: 1 to {tune.epochs - 1}")

@@ -44,13 +44,19 @@ def history(table: pd.DataFrame) -> pd.DataFrame:
 
 def importances(root: Path, dataset: str, variant: str, seed: int = 0) -> pd.Series:
     """How much of a study's variation in validation accuracy each hyperparameter explains (Optuna's fANOVA
-    evaluator, seeded), over its complete trials; empty for a study of one hyperparameter or too few trials."""
+    evaluator, seeded), over its complete trials; empty for a study of one hyperparameter or too few trials, and
+    where the study's journal is not here."""
     import optuna
 
     from kdlib.tune import JOURNAL_FILE, open_storage
 
     journal = root / "results" / "tune" / dataset / variant / JOURNAL_FILE
-    study = optuna.load_study(study_name=f"{dataset}/{variant}", storage=open_storage(journal))
+    if not journal.is_file():  # a clone without the DVC cache (`dvc pull` brings the journals)
+        return pd.Series(dtype=float)
+    try:
+        study = optuna.load_study(study_name=f"{dataset}/{variant}", storage=open_storage(journal))
+    except KeyError:  # a journal without this study
+        return pd.Series(dtype=float)
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(complete) < 2 or len({k for t in complete for k in t.params}) < 2:
         return pd.Series(dtype=float)

@@ -67,9 +67,65 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
                     f"| {variant} | {r['test_accuracy']:.2%} ± {r['test_accuracy_std']:.2%} | "
                     f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
                     f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
+    lines += _comparison_lines(root)
+    lines += _tuning_lines(root, variants)
+    lines += _front_lines(root)
     lines += _energy_lines(root)
     lines += _deployment_lines(root)
     return "\n".join(lines)
+
+
+def _comparison_lines(root: Path) -> list[str]:
+    """Every variant against scratch and against KD, paired by seed and Holm-corrected
+    (``results/report/comparisons.csv``): the difference of test accuracy and of spikes with its 95 % interval."""
+    path = root / "results" / "report" / "comparisons.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    lines = []
+    for dataset, part in table.groupby("dataset", sort=False):
+        lines += ["", f"**{dataset}: which differences are real** (variant − baseline, paired by seed, 95 % interval, "
+                  "Holm-corrected p; test accuracy in points, spikes per image)", "",
+                  "| variant | baseline | accuracy (points) | p | verdict | spikes / image | p | verdict |",
+                  "|---|---|---|---|---|---|---|---|"]
+        keys = ["variant", "baseline"]
+        both = part[part.measure == "accuracy"].merge(part[part.measure == "spikes"], on=keys, how="outer",
+                                                        suffixes=("", "_spikes"), sort=False)
+        for _, r in both.iterrows():
+            acc = ("" if pd.isna(r.difference) else f"{100 * r.difference:+.2f} [{100 * r.low:+.2f}, "
+                   f"{100 * r.high:+.2f}] | {r.p_holm:.2g} | {r.verdict}")
+            spk = ("" if pd.isna(r.difference_spikes) else f"{r.difference_spikes:+,.0f} [{r.low_spikes:+,.0f}, "
+                   f"{r.high_spikes:+,.0f}] | {r.p_holm_spikes:.2g} | {r.verdict_spikes}")
+            lines.append(f"| {r.variant} | {r.baseline} | {acc or ' | | '} | {spk or ' | | '} |")
+    return lines
+
+
+def _tuning_lines(root: Path, variants: list[str] | None) -> list[str]:
+    """Stage tune per dataset: each study's budget, its best validation accuracy and the values it chose."""
+    from kdlib.studies import best, values_text
+
+    table = best(root)
+    if table.empty:
+        return []
+    order = {v: i for i, v in enumerate(variants or [])}
+    lines = []
+    for dataset, part in table.groupby("dataset", sort=False):
+        part = part.sort_values("variant", key=lambda v: v.map(lambda n: order.get(n, len(order))))
+        lines += ["", f"**{dataset}: the tuned values** (each study: {int(part.trials.max())} trials of "
+                  f"{int(part.epochs.max())} epochs on the validation split)", "",
+                  "| variant | best val accuracy | pruned trials | values |", "|---|---|---|---|"]
+        for _, r in part.iterrows():
+            lines.append(f"| {r.variant} | {r.val_accuracy:.2%} | {int(r.pruned)} | {values_text(r['values'])} |")
+    return lines
+
+
+def _front_lines(root: Path) -> list[str]:
+    """Stage front per dataset: Lee et al.'s claim at matched accuracy, in a sentence."""
+    from kdlib.findings import front
+    from kdlib.studies import fronts
+
+    _, matched = fronts(root)
+    return ["", *(f"- {line}" for line in front(matched))] if not matched.empty else []
 
 
 def _deployment_lines(root: Path) -> list[str]:

@@ -12,27 +12,35 @@ test split is never loaded). A seeded TPE sampler proposes the trials and a medi
 validation accuracy after an epoch is below the median of the finished trials there.
 
 Trials run ``tune.parallel`` at a time, one worker process each on one thread (:mod:`kdlib.jobs`). They are
-asked together and told together, so the sampler and the pruner see the same history on any machine and a
-study is reproduced trial for trial. The storage is a journal file next to the results
+asked together and told together, so the sampler and the pruner see the same history on any machine, and an
+uninterrupted study is reproduced trial for trial (a diverged trial counts as pruned, and is marked so).
+
+The storage is a journal file next to the results
 (``results/tune/<dataset>/<variant>/study.journal``) unless ``--storage`` names a database (SQLAlchemy URL,
 e.g. ``postgresql://user:password@host/db``) that several machines share: each runs its own batches until the
 study has its trials, which then no longer reproduce exactly (who asks first depends on timing).
 
 An interrupted study resumes from its storage: finished trials are kept, a trial that was running is failed
-and asked again. A study that has all its trials is not reused: running the stage again (its code or inputs
-changed) starts it afresh. The results, written only when the study is complete, are ``best.json`` (what
+and asked again (with the seed it had, but a history that may differ). A study is resumed only if it was made
+by the same settings and code (:func:`fingerprint`), and a study that has all its trials is not reused: running
+the stage again (its code or inputs changed) starts it afresh. A shared database's study of other settings is
+refused. The results, written only when the study is complete, are ``best.json`` (what
 :mod:`kdlib.pipeline` gives the distillation stage when ``tune.use`` is ``tuned``) and ``trials.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
+import json
 import math
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
@@ -174,18 +182,27 @@ def _heartbeat(storage: optuna.storages.BaseStorage, trial_id: int) -> None:
         storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
 
 
+@cache
+def _worker_storage(storage: str) -> optuna.storages.BaseStorage:
+    """One connection to the storage per worker process, for all the trials it trains."""
+    return open_storage(storage)
+
+
 def _worker_trial(storage: str, study_name: str, trial_id: int, cfg: P.TuneParams, *args: Any,
                   **kwargs: Any) -> TrialResult:
     """:func:`train_trial` in a worker process, reporting every epoch to the study and pruning where it says."""
     import optuna
 
-    backend = open_storage(storage)
+    backend = _worker_storage(storage)
     study = optuna.load_study(study_name=study_name, storage=backend, pruner=pruner(cfg))
     trial = optuna.trial.Trial(study, trial_id)
 
     def on_epoch(epoch: int, accuracy: float) -> None:
         _heartbeat(backend, trial_id)
-        trial.report(accuracy, epoch)
+        try:
+            trial.report(accuracy, epoch)
+        except optuna.exceptions.UpdateFinishedTrialError:  # failed meanwhile by another machine: stop here
+            raise optuna.TrialPruned() from None
         if trial.should_prune():
             raise optuna.TrialPruned()
 
@@ -222,13 +239,79 @@ def _tell(study: optuna.Study, trial: optuna.trial.Trial, result: TrialResult) -
         study.tell(trial, result.val_accuracy)
 
 
+def fingerprint(params: P.Params, dataset: str, variant_name: str) -> str:
+    """What decides a study's trials, hashed: the tuning settings (``use`` and ``parallel`` aside), the variant
+    and its search space, its student, the data split and kdlib's code. A stored study with another fingerprint
+    was made by other settings or code and is not resumed."""
+    cfg = params.tune.model_dump(exclude={"use", "parallel", "space"})
+    content = {"tune": cfg, "space": params.tune.space[variant_name],
+               "variant": params.variants[variant_name].model_dump(),
+               "student": P.student_for(params.student, params.variants, variant_name, dataset).model_dump(),
+               "data": params.data.model_dump(), "dataset": dataset}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode())
+    for path in sorted(Path(__file__).parent.glob("*.[pc]*")):  # kdlib's Python and C sources
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _open_study(storage: optuna.storages.BaseStorage, name: str, cfg: P.TuneParams, mark: str,
+                shared: bool) -> optuna.Study:
+    """The study ``name`` in ``storage``, created with fingerprint ``mark`` if absent. Kept when its fingerprint
+    matches and, in a journal of its own, it is unfinished (it resumes); else started afresh in its own journal,
+    refused in a shared database."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                pruner=pruner(cfg))
+    found = study.user_attrs.get("fingerprint")
+    if found is None and not study.trials:
+        study.set_user_attr("fingerprint", mark)
+        return study
+    if shared:
+        if found != mark:
+            raise StorageError(f"--storage: the study {name!r} there was made with other settings or code; give "
+                               "another database, or delete the study (optuna.delete_study)")
+        return study
+    if found != mark or len(_finished(study)) >= cfg.trials:  # other settings or code, or complete: start afresh
+        optuna.delete_study(study_name=name, storage=storage)
+        return _open_study(storage, name, cfg, mark, shared)
+    for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)  # interrupted: asked again
+    return study
+
+
+@contextlib.contextmanager
+def _beating(storage: optuna.storages.BaseStorage, trial_ids: list[int]) -> Iterator[None]:
+    """Keep the trials' heartbeats fresh while their batch trains and waits to be told (a shared database
+    fails a trial whose heartbeat is older than its grace period)."""
+    from optuna.storages._heartbeat import is_heartbeat_enabled
+
+    if not is_heartbeat_enabled(storage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(storage.get_heartbeat_interval() or 60):  # type: ignore[attr-defined]
+            for trial_id in trial_ids:
+                _heartbeat(storage, trial_id)
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storage: str | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any] | None:
     """Run (or resume) the study of ``variant_name`` on ``dataset`` until it has ``tune.trials`` finished trials,
     then write ``best.json`` and ``trials.csv``; return the best entry (None when trials are still running on
     other machines sharing ``storage``)."""
     import optuna
-    from optuna.trial import TrialState
 
     from kdlib.jobs import start_workers, write_teacher_targets
 
@@ -242,15 +325,7 @@ def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storag
     storage = storage or str(out_dir / JOURNAL_FILE)
     study_name = f"{dataset}/{variant_name}"
     backend = open_storage(storage)
-    study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize", load_if_exists=True,
-                                pruner=pruner(cfg))
-    if not shared:
-        if len(_finished(study)) >= cfg.trials:  # a complete study of earlier code or inputs: start afresh
-            optuna.delete_study(study_name=study_name, storage=backend)
-            study = optuna.create_study(study_name=study_name, storage=backend, direction="maximize",
-                                        pruner=pruner(cfg))
-        for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-            backend.set_trial_state_values(stale._trial_id, TrialState.FAIL)  # interrupted: asked again
+    study = _open_study(backend, study_name, cfg, fingerprint(params, dataset, variant_name), shared)
     for name in (BEST_FILE, TRIALS_FILE):
         (out_dir / name).unlink(missing_ok=True)  # nothing stale for distill to read while the study runs
 
@@ -264,37 +339,9 @@ def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storag
             targets = write_teacher_targets(dataset, params.data, student, variant, teacher_path,
                                             Path(folder) / "targets.pt")
             with ProcessPoolExecutor(cfg.parallel, mp_context=context) as pool:
-                while True:
-                    if shared:  # a machine that died leaves trials running: failed once their heartbeat is stale
-                        optuna.storages.fail_stale_trials(study)
-                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    room = cfg.trials - len(_finished(study)) - len(running)
-                    if room <= 0:
-                        break
-                    batch = []
-                    for _ in range(min(cfg.parallel, room)):
-                        study.sampler = sampler(cfg, len(study.get_trials(deepcopy=False)))
-                        trial = study.ask()
-                        if _rank(study, trial.number) > cfg.trials:  # another machine asked first: over budget
-                            study.tell(trial, state=TrialState.FAIL)
-                            break
-                        _heartbeat(backend, trial._trial_id)
-                        values = suggest(trial, cfg.space[variant_name])
-                        spec = P.apply_tuned(variant, values)
-                        trial_student = P.student_for(params.student, {variant_name: spec}, variant_name, dataset)
-                        trial_student = trial_student.model_copy(update={"epochs": cfg.epochs})
-                        future = pool.submit(_worker_trial, storage, study_name, trial._trial_id, cfg, dataset,
-                                             params.data, trial_student, spec, cfg.seed, teacher_path=teacher_path,
-                                             targets_path=targets)
-                        batch.append((trial, values, future))
-                    results = [future.result() for _, _, future in batch]  # all, before any is told: the
-                    for (trial, values, _), result in zip(batch, results, strict=True):  # pruner's history is fixed
-                        _tell(study, trial, result)
-                        state = "pruned" if result.pruned else "diverged" if result.diverged else "done"
-                        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
-                        log(f"{study_name} trial {trial.number}: {state} after {result.epochs} epochs, val "
-                            f"{result.val_accuracy:.4f}, {result.spikes_per_image:.1f} spikes/image ({shown}) "
-                            f"{result.seconds:.0f} s")
+                while _batch(study, backend, storage, shared, pool, params, dataset, variant_name, teacher_path,
+                             targets, log):
+                    pass
     if len(_finished(study)) < cfg.trials:
         log(f"{study_name}: trials are still running elsewhere; the worker that finishes the last one writes "
             f"{BEST_FILE}")
@@ -302,11 +349,58 @@ def run(dataset: str, variant_name: str, params: P.Params, root: Path, *, storag
     return write_results(study, out_dir, dataset, variant_name, cfg)
 
 
+def _batch(study: optuna.Study, backend: optuna.storages.BaseStorage, storage: str, shared: bool,
+           pool: ProcessPoolExecutor, params: P.Params, dataset: str, variant_name: str, teacher_path: Path,
+           targets: Path | None, log: Callable[[str], None]) -> bool:
+    """Ask up to ``tune.parallel`` trials, train them in ``pool`` and tell them, all together; False once the
+    study has (or, with other machines, is running) its budget."""
+    import optuna
+    from optuna.trial import TrialState
+
+    cfg, variant = params.tune, params.variants[variant_name]
+    if shared:  # a machine that died leaves trials running: failed once their heartbeat is stale
+        optuna.storages.fail_stale_trials(study)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    room = cfg.trials - len(_finished(study)) - len(running)
+    if room <= 0:
+        return False
+    batch = []
+    for _ in range(min(cfg.parallel, room)):
+        live = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL]
+        study.sampler = sampler(cfg, len(live))  # failed (interrupted) trials do not move the seeds
+        trial = study.ask()
+        if _rank(study, trial.number) > cfg.trials:  # another machine asked first: over budget
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        _heartbeat(backend, trial._trial_id)
+        values = suggest(trial, cfg.space[variant_name])
+        spec = P.apply_tuned(variant, values)
+        student = P.student_for(params.student, {variant_name: spec}, variant_name, dataset)
+        student = student.model_copy(update={"epochs": cfg.epochs})
+        future = pool.submit(_worker_trial, storage, study.study_name, trial._trial_id, cfg, dataset, params.data,
+                             student, spec, cfg.seed, teacher_path=teacher_path, targets_path=targets)
+        batch.append((trial, values, future))
+    with _beating(backend, [trial._trial_id for trial, _, _ in batch]):
+        results = [future.result() for _, _, future in batch]  # all, before any is told: the pruner's history
+    for (trial, values, _), result in zip(batch, results, strict=True):  # stays the same within a batch
+        try:
+            _tell(study, trial, result)
+        except (optuna.exceptions.UpdateFinishedTrialError, ValueError, RuntimeError) as err:
+            log(f"{study.study_name} trial {trial.number}: not told, another machine failed it ({err})")
+            continue
+        state = "pruned" if result.pruned else "diverged" if result.diverged else "done"
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in values.items())
+        log(f"{study.study_name} trial {trial.number}: {state} after {result.epochs} epochs, val "
+            f"{result.val_accuracy:.4f}, {result.spikes_per_image:.1f} spikes/image ({shown}) {result.seconds:.0f} s")
+    return True
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """Every finished trial: number, state, its values, validation accuracy, spikes per image, epochs, seconds."""
     rows = []
     for t in _finished(study):
-        rows.append({"number": t.number, "state": t.state.name.lower(), **t.params,
+        state = "diverged" if t.user_attrs.get("diverged") else t.state.name.lower()
+        rows.append({"number": t.number, "state": state, **t.params,
                      "val_accuracy": t.value if t.value is not None else max(t.intermediate_values.values(),
                                                                              default=math.nan),
                      "spikes_per_image": t.user_attrs.get("spikes_per_image"),
@@ -327,7 +421,8 @@ def write_results(study: optuna.Study, out_dir: Path, dataset: str, variant_name
     best = study.best_trial
     entry = {"dataset": dataset, "variant": variant_name, "values": best.params, "val_accuracy": best.value,
              "spikes_per_image": best.user_attrs.get("spikes_per_image"), "trial": best.number,
-             "trials": len(table), "pruned": int((table["state"] == "pruned").sum()), "epochs": cfg.epochs,
+             "trials": len(table), "pruned": int((table["state"] == "pruned").sum()),
+             "diverged": int((table["state"] == "diverged").sum()), "epochs": cfg.epochs,
              "seed": cfg.seed, "space": cfg.space[variant_name]}
     write_json(out_dir / BEST_FILE, entry)
     return entry

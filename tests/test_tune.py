@@ -165,31 +165,44 @@ def test_the_study_never_reads_the_test_split(teacher_root: Path, monkeypatch: p
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"trials": 0}, "tune.trials = 0: Input should be greater than or equal to 1"),
-    ({"space": {"scratch": {"lr": [1.0e-2, 1.0e-3, "log"]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+    ({"space": {"scratch": {"lr": [1.0e-2, 1.0e-3, "log"]}}},
      "tune.space.scratch.lr = [0.01, 0.001, 'log']: the range is empty or reversed"),
-    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-3]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-3]}}},
      "tune.space.scratch.lr = [0.001, 0.001]: the range is empty or reversed"),
-    ({"space": {"scratch": {"lr": [0.0, 1.0e-3, "log"]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
-     "a log range needs low > 0"),
-    ({"space": {"scratch": {"alpha": [0.1, 0.9]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
+    ({"space": {"scratch": {"lr": [0.0, 1.0e-3, "log"]}}}, "a log range needs low > 0"),
+    ({"space": {"scratch": {"alpha": [0.1, 0.9]}}},
      "tune.space.scratch.alpha: 'alpha' is not a hyperparameter of variant 'scratch' (allowed: lr)"),
-    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}, "kd": {"alpha": [0.5, 1.5]}}},
-     "tune.space.kd.alpha = [0.5, 1.5]: 1.5 is not allowed for alpha"),
-    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}, "kd": {"tau_ratio": [0.5, 1.0]}}},
-     "tau_student < tau_teacher; allowed: 0 < tau_ratio < 1"),
-    ({"space": {"scratch": {"lr": [1.0e-3, 1.0e-2]}}}, "tune.space.kd: missing; every variant of distill.variants"),
-    ({"space": {"scratch": {"lr": ["a", 1.0e-2]}, "kd": {"lr": [1.0e-3, 1.0e-2]}}},
-     "give [low, high] or [low, high, log]"),
+    ({"space": {"kd": {"alpha": [0.5, 1.5]}}}, "tune.space.kd.alpha = [0.5, 1.5]: 1.5 is not allowed for alpha"),
+    ({"space": {"kd": {"tau_ratio": [0.5, 0.9]}}},
+     "tune.space.kd.tau_ratio: 'tau_ratio' is not a hyperparameter of variant 'kd' (allowed: lr, alpha, tau)"),
+    ({"space": {"kd": None}}, "tune.space.kd: missing; every variant of distill.variants"),
+    ({"space": {"scratch": {"lr": ["1e-3", 1.0e-2]}}}, "YAML reads a number such as 1e-3 as text: write 1.0e-3"),
 ])
 def test_a_bad_tuning_parameter_names_the_key_and_what_is_allowed(tmp_path: Path, change: dict, message: str) -> None:
+    values = copy.deepcopy(TINY)
+    for key, value in change.items():
+        if key != "space":
+            values["tune"][key] = value
+    for name, space in change.get("space", {}).items():
+        if space is None:
+            del values["tune"]["space"][name]
+        else:
+            values["tune"]["space"][name] = space
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     with pytest.raises(P.ParamsError) as err:
-        _write_params(tmp_path, **change)
+        P.load(tmp_path / "params.yaml")
     assert message in str(err.value)
 
 
+def test_heterogeneous_kd_is_searched_through_the_ratio_of_its_temperatures() -> None:
+    hetero = P.KDVariant(loss="kd", alpha=0.9, tau_teacher=4.0, tau_student=1.0)
+    assert set(P.searchable(hetero)) == {"lr", "alpha", "tau_teacher", "tau_ratio"}
+    tuned = P.apply_tuned(hetero, {"tau_teacher": 6.0, "tau_ratio": 0.25, "lr": 3e-3})
+    assert (tuned.tau_teacher, tuned.tau_student, tuned.student) == (6.0, 1.5, {"lr": 3e-3})
+
+
 @pytest.mark.parametrize(("front", "message"), [
-    ({"tau_student": [4.0]}, "front.tau_student = [4.0]: no value below any of front.tau_teacher"),
-    ({"tau_student": [0.25, 0.5]}, "front.tau_student = [0.25, 0.5]: shares no value with front.tau_teacher"),
+    ({"taus": [2.0, 2.0]}, "front.taus = [2.0, 2.0]: give at least two different temperatures"),
     ({"match": -0.1}, "front.match = -0.1: Input should be greater than or equal to 0"),
 ])
 def test_a_bad_front_names_the_key(tmp_path: Path, front: dict, message: str) -> None:
@@ -229,22 +242,25 @@ def test_a_tuned_values_file_of_another_variant_or_corrupted_is_refused(teacher_
 def test_the_matched_comparison_of_the_front() -> None:
     from kdlib.front import matched, pairs
 
-    assert pairs(P.quick().front) == [(1.0, 0.5), (1.0, 1.0), (2.0, 0.5), (2.0, 1.0)]
+    assert pairs(P.quick().front) == [(0.5, 0.5), (1.0, 0.5), (1.0, 1.0)]
     front = pd.DataFrame({
-        "tau_teacher": [2.0, 4.0, 4.0, 4.0, 8.0],
-        "tau_student": [2.0, 4.0, 1.0, 0.5, 0.5],
-        "kind": ["kd", "kd", "hetero_kd", "hetero_kd", "hetero_kd"],
-        "val_accuracy": [0.980, 0.983, 0.9815, 0.975, 0.9812],
-        "spikes_per_image": [300.0, 400.0, 250.0, 100.0, 220.0],
+        "kind": ["kd", "kd", "kd", "hetero_kd", "hetero_kd", "hetero_kd", "rate_reg", "rate_reg"],
+        "tau_teacher": [1.0, 2.0, 4.0, 4.0, 4.0, 8.0, None, None],
+        "tau_student": [1.0, 2.0, 4.0, 1.0, 0.5, 0.5, None, None],
+        "rate_lambda": [None] * 6 + [0.1, 1.0],
+        "val_accuracy": [0.9812, 0.980, 0.983, 0.9815, 0.975, 0.9812, 0.9829, 0.970],
+        "spikes_per_image": [260.0, 300.0, 400.0, 250.0, 100.0, 220.0, 330.0, 90.0],
     })
     result = matched(front, 0.002)
     assert result["reference"]["tau_teacher"] == 4.0 and result["reference"]["spikes_per_image"] == 400.0
-    # within 0.2 points of 98.3 %: (4, 1) at 98.15 % and (8, 0.5) at 98.12 %; the fewer spikes win
-    assert result["matched"]["tau_teacher"] == 8.0 and result["saving"] == pytest.approx(0.45)
-    assert not result["reaches_half"] and not result["paper_claim_reached"]
+    # within 0.2 points of 98.3 %: heterogeneous (4, 1) and (8, 0.5), plain (1, 1), the penalty at 0.1
+    assert result["hetero"]["tau_teacher"] == 8.0 and result["saving"] == pytest.approx(0.45)
+    assert result["plain"]["tau_teacher"] == 1.0 and result["over_plain"] == pytest.approx(1 - 220 / 260)
+    assert result["rate"]["rate_lambda"] == 0.1 and result["over_rate"] == pytest.approx(1 - 220 / 330)
+    assert not result["reaches_half"] and result["paper"] == "inconclusive"  # (4, 0.5) saves 75 %, far below
     assert result["largest_saving"]["saving"] == pytest.approx(0.75)
-    assert result["largest_saving"]["accuracy_difference"] == pytest.approx(-0.008)
-    assert matched(front, 0.01)["reaches_half"]
+    assert matched(front, 0.01)["paper"] == "reproduced"
+    assert matched(front.assign(spikes_per_image=front.spikes_per_image.clip(lower=200)), 0.002)["paper"] == "refuted"
 
 
 def test_the_report_reads_the_studies_back(teacher_root: Path) -> None:
