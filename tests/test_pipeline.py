@@ -22,8 +22,9 @@ import yaml
 from conftest import dvc, make_workbook
 
 pytestmark = pytest.mark.slow
-STAGES = {"teacher@mnist-5k", "distill@mnist-5k-scratch", "distill@mnist-5k-kd", "spikes@mnist-5k",
-          "loihi@mnist-5k", "report", "reports"}
+STAGES = {"teacher@mnist-5k", "tune@mnist-5k-scratch", "tune@mnist-5k-rate_reg", "tune@mnist-5k-kd",
+          "front@mnist-5k", "distill@mnist-5k-scratch", "distill@mnist-5k-rate_reg", "distill@mnist-5k-kd",
+          "spikes@mnist-5k", "loihi@mnist-5k", "report", "reports"}
 TIMING = {"train_seconds", "train_images_per_second"}  # measured wall time: the only fields allowed to differ
 
 
@@ -64,6 +65,19 @@ def test_each_variant_writes_one_student_per_seed(built: Path) -> None:
     assert set(pd.read_csv(students / "history.csv").seed) == {0, 1}
 
 
+def test_the_students_train_with_their_studies_values(built: Path) -> None:
+    for variant in ("scratch", "rate_reg", "kd"):
+        best = json.loads((built / f"results/tune/mnist-5k/{variant}/best.json").read_text())
+        trials = pd.read_csv(built / f"results/tune/mnist-5k/{variant}/trials.csv")
+        assert best["trials"] == len(trials) == 3 and best["val_accuracy"] == trials.val_accuracy.max()
+        run = json.loads((built / f"results/distill/mnist-5k/{variant}/metrics.json").read_text())
+        assert run["tuning"] == "tuned" and run["values"]["lr"] == best["values"]["lr"]
+    front = pd.read_csv(built / "results/front/mnist-5k/front.csv")
+    assert list(front.kind) == ["kd", "hetero_kd", "kd", "rate_reg"]
+    assert json.loads((built / "results/front/mnist-5k/metrics.json").read_text())["paper"] in (
+        "reproduced", "refuted", "inconclusive")
+
+
 def test_student_metrics_are_per_seed_with_their_mean(built: Path) -> None:
     kd = json.loads((built / "results/distill/mnist-5k/kd/metrics.json").read_text())
     assert kd["variant"] == "kd" and kd["steps"] == 3 and sorted(kd["seeds"]) == ["0", "1"]
@@ -102,16 +116,21 @@ def test_lava_agrees_with_pytorch(built: Path) -> None:
     chip = json.loads((built / "results/loihi/mnist-5k/metrics.json").read_text())
     assert chip["images"] == 1000 and chip["agreement"] == 1.0 and chip["nir_roundtrip_differences"] == 0
     assert chip["readout_agreement"] == 1.0 and chip["layer_spike_agreement"] == 1.0
-    assert set(chip["deployed"]) == {"scratch", "kd"} and chip["refused"] == {}
+    assert set(chip["deployed"]) == {"scratch", "rate_reg", "kd"} and chip["refused"] == {}
     assert all(d["agreement"] == d["readout_agreement"] == d["layer_spike_agreement"] == 1.0
                for d in chip["deployed"].values())
+    # every deployed student's NIR file, replayed by norse, snnTorch and SpikingJelly on the test images
+    assert set(chip["nir"]) == set(chip["deployed"])
+    assert all(found["same_class"] == found["same_spike_counts"] == 1.0
+               for importers in chip["nir"].values() for found in importers.values())
     assert chip["baseline"]["agreement"] == 1.0 and chip["baseline"]["images"] == 20
 
 
 def test_every_report_is_rendered_and_indexed(built: Path) -> None:
     reports = built / "reports"
-    assert _names(reports) == ["distill-mnist-5k-kd.html", "distill-mnist-5k-scratch.html", "index.html",
-                               "loihi-mnist-5k.html", "report.html", "spikes-mnist-5k.html", "teacher-mnist-5k.html"]
+    assert _names(reports) == ["distill-mnist-5k-kd.html", "distill-mnist-5k-rate_reg.html",
+                               "distill-mnist-5k-scratch.html", "index.html", "loihi-mnist-5k.html", "report.html",
+                               "spikes-mnist-5k.html", "teacher-mnist-5k.html"]
     index = (reports / "index.html").read_text()
     for page in ("teacher-mnist-5k.html", "distill-mnist-5k-kd.html"):
         assert f'href="{page}"' in index
