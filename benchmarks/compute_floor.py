@@ -213,7 +213,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--times", type=Path, nargs="+", default=[ROOT / "benchmarks" / "pipeline_times.json"],
                         help="time_pipeline.py's summaries of a run on this host (several: the parts of one run "
-                             "made in segments; their stages are joined and their matmul rates averaged)")
+                             "made in segments; their stages are joined, a stage's times in several parts "
+                             "added, and their matmul rates averaged)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--measure", action="store_true",
                         help="measure the matmul rate now instead of using the one recorded with --times")
@@ -228,7 +229,8 @@ def main() -> None:
     rates: dict[str, float] = {}
     for path in args.times:
         timed = json.loads(path.read_text()) if path.is_file() else {}
-        times |= timed.get("stages", {})
+        for stage, seconds in timed.get("stages", {}).items():  # a stage interrupted in one part, resumed in the next
+            times[stage] = times.get(stage, 0.0) + seconds
         rates |= {f"{path.stem}.{k}": v for k, v in (timed.get("matmul_gflops") or {}).items()}
     recorded = rates or None
     if recorded and not args.measure:
