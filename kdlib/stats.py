@@ -38,13 +38,21 @@ class Difference:
     n: int
 
 
+_SAME = 1e-12  # values this close are one value: the seeds' metrics are counts over at most millions of images
+
+
+def _constant(values: np.ndarray) -> bool:
+    """Whether every value is the same, up to the rounding of the float arithmetic that made them."""
+    return float(np.ptp(values)) <= _SAME * max(1.0, float(np.abs(values).max()))
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> Difference:
     """Compare two paired samples (one value per seed each, in the same seed order).
 
-    When every per-seed difference is the same, the t statistic is undefined: the interval is that one
-    value, and the p-value is that of the exact sign-flip (permutation) test of the paired differences:
-    1 if the difference is 0, else 2 / 2ⁿ (every flip of the n signs but the observed and its mirror
-    gives a smaller mean)."""
+    When every per-seed difference is the same (up to float rounding), the t statistic is undefined: the
+    interval is that one value, and the p-value is that of the exact sign-flip (permutation) test of the
+    paired differences: 1 if the difference is 0, else 2 / 2ⁿ (every flip of the n signs but the observed
+    and its mirror gives a smaller mean)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.ndim != 1 or x.shape != y.shape:
         raise ValueError(f"paired samples must be two sequences of equal length, got {x.shape} and {y.shape}")
@@ -53,8 +61,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     d = x - y
-    if np.all(d == d[0]):
-        return Difference(float(d[0]), float(d[0]), float(d[0]), 1.0 if d[0] == 0 else 2.0 ** (1 - len(d)), len(d))
+    if _constant(d):  # equal up to rounding: 0.9800 − 0.9801 and 0.9803 − 0.9804 differ by 1e-16
+        m = float(d.mean())
+        return Difference(m, m, m, 1.0 if abs(m) <= _SAME else 2.0 ** (1 - len(d)), len(d))
     test = stats.ttest_rel(x, y)
     interval = test.confidence_interval(confidence)
     return Difference(float(d.mean()), float(interval.low), float(interval.high), float(test.pvalue), len(d))
@@ -65,8 +74,9 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[fl
     v = np.asarray(values, dtype=float)
     if v.ndim != 1 or len(v) < 2:
         raise ValueError(f"an interval needs at least two values, got {v.shape}")
-    if np.all(v == v[0]):
-        return float(v[0]), float(v[0]), float(v[0])
+    if _constant(v):
+        m = float(v.mean())
+        return m, m, m
     interval = stats.ttest_1samp(v, 0.0).confidence_interval(confidence)
     return float(v.mean()), float(interval.low), float(interval.high)
 

@@ -37,7 +37,7 @@ def test_claims_measure_hetero_kd_against_kd_with_intervals_and_verdicts(runs: p
     assert set(table.verdict) <= set(findings.VERDICTS)
     lee = table.loc[table.index.str.startswith("Lee et al.")].iloc[0]
     # per seed 1 − 450/900 = 1 − 455/910 = 0.5 exactly; accuracy +0.10 points at both seeds
-    assert lee.measured == ("50 % fewer spikes (95 % CI 50.00 to 50.00 %) at +0.10 points "
+    assert lee.measured == ("50.0 % fewer spikes (95 % CI 50.00 to 50.00 %) at +0.10 points "
                             "(95 % CI 0.10 to 0.10 points), 2 seeds paired")
     assert lee.verdict == "refuted" and lee.why.startswith("the interval of the spike reduction lies below 65 %")
     fang = table.loc[table.index.str.startswith("Fang et al.")].iloc[0]
@@ -109,14 +109,20 @@ def test_the_front_in_words_and_in_the_claims(runs: pd.DataFrame, matched: pd.Da
     [line] = findings.front(matched)
     assert line.startswith("On mnist (validation split, one seed per point), plain KD is most accurate at τ = 4 "
                            "(98.30 %, 400")
-    assert "τ_T = 4, τ_S = 1: 38 % fewer (-0.15 points), short of the 50 %" in line
+    assert "τ_T = 4, τ_S = 1: 37.5 % fewer (-0.15 points), 12.5 percentage points short of the 50 %" in line
     assert "17 % fewer than plain KD's own fewest within the margin; 11 % fewer than a firing-rate penalty's" in line
     assert "The most any heterogeneous pair saves is 75 % fewer (τ_T = 4, τ_S = 0.5, -0.80 points)" in line
     assert "65 % at no loss of accuracy: inconclusive" in line
     table = findings.claims(runs, pd.DataFrame(), pd.DataFrame(), fronts=matched)
     row = table[table.claim.str.startswith("Lee et al. 2021 at matched accuracy")].iloc[0]
     assert row.verdict == "inconclusive"
-    assert row.measured.startswith("38 % fewer spikes within 0.2 points (τ_T 4, τ_S 1)")
+    assert row.measured.startswith("37.5 % fewer spikes within 0.2 points (τ_T 4, τ_S 1)")
+    # the paper's figure is on MNIST: on another dataset the same measurement tests nothing
+    other = findings.claims(runs.assign(dataset="fashion-mnist"), pd.DataFrame(), pd.DataFrame(),
+                            fronts=matched.assign(dataset="fashion-mnist"))
+    lee = other[other.claim.str.startswith("Lee et al.")]
+    assert len(lee) == 2 and set(lee.verdict) == {"inconclusive"}
+    assert lee.why.str.startswith("the paper's figure is on MNIST, this is fashion-mnist (would read: ").all()
 
 
 def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:
@@ -124,3 +130,7 @@ def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:
     lines = findings.controls(pd.concat([runs, rate]))
     assert len(lines) == 1 and lines[0].startswith("On mnist, hetero_kd against a plain firing-rate penalty (rate_reg)")
     assert "25 % fewer spikes per image" in lines[0] and "2 seeds paired" in lines[0]
+    assert "Holm-corrected over the 1 controls" in lines[0]
+    per_step = runs[runs.variant == "kd"].assign(variant="kd_per_step", accuracy=[0.976, 0.9785])
+    both = findings.controls(pd.concat([runs, rate, per_step]))
+    assert len(both) == 2 and all("Holm-corrected over the 2 controls" in line for line in both)

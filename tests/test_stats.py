@@ -31,6 +31,10 @@ def test_paired_difference_without_spread_and_bad_input() -> None:
     assert paired_difference([1, 2, 3], [1, 2, 3]) == paired_difference([0, 0], [0, 0]).__class__(0, 0, 0, 1.0, 3)
     same = paired_difference([2, 3, 4], [1, 2, 3])  # no spread: the exact sign-flip test, 2 of 8 sign patterns
     assert (same.mean, same.low, same.high, same.n, same.p) == (1.0, 1.0, 1.0, 3, 0.25)
+    # differences equal in decimals but not in floats (0.98 − 0.9801 and 0.9803 − 0.9804) have no spread either
+    rounded = paired_difference([0.9800, 0.9803], [0.9801, 0.9804])
+    assert rounded.p == 0.5 and rounded.low == rounded.high == pytest.approx(-1e-4)
+    assert mean_interval([0.9800 - 0.9801, 0.9803 - 0.9804])[1:] == pytest.approx((-1e-4, -1e-4))
     with pytest.raises(ValueError, match="at least two seeds"):
         paired_difference([1.0], [2.0])
     with pytest.raises(ValueError, match="equal length"):
