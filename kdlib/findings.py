@@ -48,6 +48,15 @@ def _fewer(fraction: float, digits: int = 0) -> str:
     return f"{100 * fraction:.{digits}f} % fewer" if fraction >= 0 else f"{-100 * fraction:.{digits}f} % more"
 
 
+def _spikes_text(saving: tuple[float, float, float], digits: int = 0) -> str:
+    """``(saving, low, high)`` of :func:`_spike_saving` in words, the interval in the same direction as the mean:
+    ``37 % fewer spikes (95 % CI 32 to 43 % fewer)`` or ``67 % more spikes (95 % CI 59 to 74 % more)``."""
+    mean, low, high = saving
+    if mean >= 0:
+        return f"{_fewer(mean, digits)} spikes ({_ci(low, high, unit=' % fewer')})"
+    return f"{_fewer(mean, digits)} spikes ({_ci(-high, -low, unit=' % more')})"
+
+
 def _spike_saving(variant: pd.Series, baseline: pd.Series) -> tuple[float, float, float]:
     """The fraction of the baseline's spikes that the variant saves, paired by seed: the mean over seeds of
     1 − variant / baseline and its 95 % t interval (none with one seed). Returns (saving, low, high). The
@@ -131,7 +140,7 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
             why += {"refuted": "; accuracy is lost", "reproduced": "; no accuracy is lost",
                     "inconclusive": "; the accuracy interval includes 0 (no change detectable either way)"}[no_loss]
             add("Lee et al. 2021, heterogeneous-temperature KD: 65 % fewer spikes than KD at +0.09 points (MNIST)",
-                f"{_fewer(fewer[0], 1)} spikes ({_ci(fewer[1], fewer[2], unit=' %')}) at {_points(d_mean)} "
+                f"{_spikes_text(fewer, 1)} at {_points(d_mean)} "
                 f"({_ci(d_low, d_high, unit=' points')}), {len(spikes_pair)} seeds paired",
                 *_on_papers_dataset(dataset, _combine(spike_verdict, no_loss), why))
         front = fronts[fronts.dataset == dataset] if fronts is not None and "dataset" in fronts else None
@@ -294,8 +303,8 @@ def controls(runs: pd.DataFrame) -> list[str]:
                 made.append((variant, what, _spike_saving(spikes[variant], spikes[baseline]),
                              paired_difference(acc[variant], acc[baseline])))
         for (variant, what, fewer, gain), p in zip(made, holm([g.p for *_, g in made]), strict=True):
-            out.append(f"On {dataset}, {variant} {what}: {_fewer(fewer[0])} spikes per image "
-                       f"({_ci(fewer[1], fewer[2], unit=' %')}) at {_points(gain.mean)} of test accuracy "
+            out.append(f"On {dataset}, {variant} {what}: {_spikes_text(fewer)} per image at "
+                       f"{_points(gain.mean)} of test accuracy "
                        f"({_ci(gain.low, gain.high, unit=' points')}, p = {p:.2g} Holm-corrected over the "
                        f"{len(made)} controls), {gain.n} seeds paired.")
     return out

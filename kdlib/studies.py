@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -46,9 +47,11 @@ def importances(root: Path, dataset: str, variant: str, seed: int = 0) -> pd.Ser
     """How much of a study's variation in validation accuracy each hyperparameter explains (Optuna's fANOVA
     evaluator, seeded), over its complete trials; empty for a study of one hyperparameter or too few trials, and
     where the study's journal is not here."""
-    import optuna
+    with warnings.catch_warnings():  # optuna imports tqdm.auto, which warns in a notebook without ipywidgets
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import optuna
 
-    from kdlib.tune import JOURNAL_FILE, open_storage
+        from kdlib.tune import JOURNAL_FILE, open_storage
 
     journal = root / "results" / "tune" / dataset / variant / JOURNAL_FILE
     if not journal.is_file():  # a clone without the DVC cache (`dvc pull` brings the journals)

@@ -69,7 +69,7 @@ def venv_env() -> dict[str, str]:
 def dvc(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run DVC in ``work`` as a user would; fail the test with DVC's output if it fails."""
     proc = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=work, env=venv_env(), text=True,
-                          capture_output=True, timeout=600)
+                          capture_output=True, timeout=1800)  # the quick pipeline: minutes alone, more on a busy host
     if check and proc.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

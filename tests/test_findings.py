@@ -37,7 +37,7 @@ def test_claims_measure_hetero_kd_against_kd_with_intervals_and_verdicts(runs: p
     assert set(table.verdict) <= set(findings.VERDICTS)
     lee = table.loc[table.index.str.startswith("Lee et al.")].iloc[0]
     # per seed 1 − 450/900 = 1 − 455/910 = 0.5 exactly; accuracy +0.10 points at both seeds
-    assert lee.measured == ("50.0 % fewer spikes (95 % CI 50.00 to 50.00 %) at +0.10 points "
+    assert lee.measured == ("50.0 % fewer spikes (95 % CI 50.00 to 50.00 % fewer) at +0.10 points "
                             "(95 % CI 0.10 to 0.10 points), 2 seeds paired")
     assert lee.verdict == "refuted" and lee.why.startswith("the interval of the spike reduction lies below 65 %")
     fang = table.loc[table.index.str.startswith("Fang et al.")].iloc[0]
@@ -129,7 +129,10 @@ def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:
     rate = runs[runs.variant == "kd"].assign(variant="rate_reg", spikes=[600.0, 606.0], accuracy=[0.974, 0.9755])
     lines = findings.controls(pd.concat([runs, rate]))
     assert len(lines) == 1 and lines[0].startswith("On mnist, hetero_kd against a plain firing-rate penalty (rate_reg)")
-    assert "25 % fewer spikes per image" in lines[0] and "2 seeds paired" in lines[0]
+    assert "25 % fewer spikes (95 % CI " in lines[0] and "% fewer) per image" in lines[0]
+    assert "2 seeds paired" in lines[0]
+    more = findings.controls(pd.concat([runs, rate.assign(spikes=[300.0, 305.0])]))[0]  # hetero_kd fires more
+    assert "50 % more spikes (95 % CI 44.38 to 54.80 % more) per image" in more  # 1 − 450/300, 1 − 455/305
     assert "Holm-corrected over the 1 controls" in lines[0]
     per_step = runs[runs.variant == "kd"].assign(variant="kd_per_step", accuracy=[0.976, 0.9785])
     both = findings.controls(pd.concat([runs, rate, per_step]))
