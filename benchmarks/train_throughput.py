@@ -33,6 +33,9 @@ same batch size and the same T:
                the products, the optimiser and PyTorch's own work per step (autograd, dispatch, bias and
                loss gradients), which no faster neuron can remove.
 ``seeds-floor`` the same bound for ``seeds``: ``floor`` students trained side by side, one per seed
+``seeds-snntorch``, ``seeds-spikingjelly`` the peers trained the way ``seeds`` is: as many side by side, one
+               thread each, so that the peers are also compared in the stage's own way of training (a peer's
+               neuron on one thread, against kdlib's kernel on one thread)
 
 The roofline is the dense fp32 matmul rate measured in the same process as the student's training,
 divided by the student's floating-point work per training image (forward matmuls, and in the backward
@@ -56,6 +59,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+PEERS = ("eager", "loop", "snntorch", "spikingjelly")
+# the implementations trained side by side, one per seed worker on one thread: what each of them trains
+SIDE_BY_SIDE = {"seeds": "kdlib", "seeds-floor": "floor", "seeds-snntorch": "snntorch",
+                "seeds-spikingjelly": "spikingjelly"}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 7) -> float:
@@ -236,7 +243,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--impls", nargs="+",
                         default=["kdlib", "eager", "loop", "snntorch", "spikingjelly", "seeds", "floor",
-                                 "seeds-floor"])
+                                 "seeds-floor", "seeds-snntorch", "seeds-spikingjelly"])
     parser.add_argument("--iters", type=int, default=40, help="optimiser steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per round")
     parser.add_argument("--rounds", type=int, default=3, help="turns of every implementation")
@@ -261,7 +268,7 @@ def main() -> None:
     workers = parallel_workers(len(P.load(ROOT / "params.yaml").distill.seeds), torch.device("cpu"))
 
     def launch(impl: str, steps: int, threads: int | None = None) -> subprocess.Popen:
-        one = {"seeds": "kdlib", "seeds-floor": "floor"}.get(impl, impl)
+        one = SIDE_BY_SIDE.get(impl, impl)
         cmd = [sys.executable, __file__, "--one", one, str(steps), "--iters", str(args.iters),
                "--repeats", str(args.repeats), *(["--threads", str(threads)] if threads else [])]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -276,7 +283,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for steps in args.steps:
             for impl in args.impls:
-                if impl.startswith("seeds"):  # all workers at once; the rate is the sum of theirs, repeat by repeat
+                if impl in SIDE_BY_SIDE:  # all workers at once; the rate is the sum of theirs, repeat by repeat
                     group = [result(p) for p in [launch(impl, steps, threads=1) for _ in range(workers)]]
                     one = {"runs": [sum(r) for r in zip(*(g["runs"] for g in group), strict=True)],
                            "matmul_gflops": [], "peak_rss_mib": sum(g["peak_rss_mib"] for g in group)}
@@ -299,16 +306,21 @@ def main() -> None:
         for bound in ("seeds", "floor", "seeds-floor"):
             if bound in row:
                 row[f"{bound}_vs_roofline"] = row[bound]["images_per_second"] / row["roofline_images_per_second"]
-                if bound.startswith("seeds"):
-                    row[bound]["workers"] = workers
-        for other in ("eager", "loop", "snntorch", "spikingjelly"):
+        for impl in SIDE_BY_SIDE:
+            if impl in row:
+                row[impl]["workers"] = workers
+        for other in PEERS:
             if other in row:
                 row[f"kdlib_vs_{other}"] = k / row[other]["images_per_second"]
+            if "seeds" in row and f"seeds-{other}" in row:  # both side by side, as the stage trains
+                peer = row[f"seeds-{other}"]["images_per_second"]
+                row[f"seeds_vs_seeds-{other}"] = row["seeds"]["images_per_second"] / peer
         results.append(row)
         print(f"T={steps:>3}: roofline {row['roofline_images_per_second']:8.0f} img/s | " + " | ".join(
             f"{impl} {row[impl]['images_per_second']:7.0f} img/s ({row[impl]['peak_rss_mib']:.0f} MiB)"
             for impl in args.impls) + f" | kdlib = {row['kdlib_vs_roofline']:.0%} of roofline" + "".join(
-            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in ("eager", "loop", "snntorch", "spikingjelly") if o in row) + (
+            f", {row[f'kdlib_vs_{o}']:.2f}x {o}" for o in PEERS if o in row) + "".join(
+            f", {row[f'seeds_vs_seeds-{o}']:.2f}x {o} side by side" for o in PEERS if f"seeds_vs_seeds-{o}" in row) + (
             f" | {workers} seeds together = {row['seeds_vs_roofline']:.0%} of roofline" if "seeds" in row else "") + (
             f" | one-pass neuron = {row['floor_vs_roofline']:.0%} of roofline" if "floor" in row else "") + (
             f" ({row['seeds-floor_vs_roofline']:.0%} as seeds)" if "seeds-floor" in row else ""))

@@ -64,8 +64,8 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
                       "| variant | test accuracy | spikes / image | SynOps / image | seeds |", "|---|---|---|---|---|"]
             for variant, r in table.loc[dataset].iterrows():
                 lines.append(
-                    f"| {variant} | {r['test_accuracy']:.2%} ± {r['test_accuracy_std']:.2%} | "
-                    f"{r['spikes_per_image.total']:,.0f} ± {r['spikes_per_image.total_std']:,.0f} | "
+                    f"| {variant} | {r['test_accuracy']:.2%}{_spread(r['test_accuracy_std'], '.2%')} | "
+                    f"{r['spikes_per_image.total']:,.0f}{_spread(r['spikes_per_image.total_std'], ',.0f')} | "
                     f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
     lines += _comparison_lines(root)
     lines += _tuning_lines(root, variants)
@@ -73,6 +73,11 @@ def markdown(root: Path, variants: list[str] | None = None) -> str:
     lines += _energy_lines(root)
     lines += _deployment_lines(root)
     return "\n".join(lines)
+
+
+def _spread(std: float, spec: str) -> str:
+    """`` ± std`` in ``spec``'s format, or nothing where one seed leaves no spread (std NaN)."""
+    return "" if pd.isna(std) else f" ± {std:{spec}}"
 
 
 def _comparison_lines(root: Path) -> list[str]:

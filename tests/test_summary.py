@@ -31,3 +31,19 @@ def test_the_readme_summary_reads_the_committed_deployments() -> None:
         assert f"**{path.parent.name}: the students on Loihi**" in text
         for variant in pd.read_csv(path).variant:
             assert f"| {variant} |" in text
+
+
+def test_one_seed_gives_no_spread_rather_than_nan(tmp_path: Path) -> None:
+    import json
+
+    source = ROOT / "results/distill/mnist/kd/metrics.json"
+    if not source.is_file():
+        pytest.skip("no committed distillation run")
+    metrics = json.loads(source.read_text())
+    first = next(iter(metrics["seeds"]))
+    metrics["seeds"] = {first: metrics["seeds"][first]}
+    out = tmp_path / "results/distill/mnist/kd/metrics.json"
+    out.parent.mkdir(parents=True)
+    out.write_text(json.dumps(metrics))
+    text = markdown(tmp_path)
+    assert "| kd |" in text and "nan" not in text and " ± " not in text.split("| kd |")[1].split("\n")[0]
