@@ -2,6 +2,7 @@
 the machine's roofline, measured in one run on one machine.
 
     uv run python benchmarks/train_throughput.py [--steps 4 8 16] [--rounds 3]
+    uv run python benchmarks/train_throughput.py --table       # the README's tables, from results.json
 
 Every measurement runs in a fresh subprocess (so that its peak memory is its own): it trains the
 student of ``params.yaml`` (architecture, widths, neuron) on batches of real MNIST digits (mnist-5k) for
@@ -238,6 +239,25 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
     return {"impl": impl, "steps": steps, "runs": rates, "matmul_gflops": gflops, "peak_rss_mib": round(peak_mib, 1)}
 
 
+def tables(results: dict) -> str:
+    """The README's two tables (training images per second; shares of the roofline) from a results file."""
+    rows = results["results"]
+    names = {"kdlib": "kdlib student", "eager": "same, eager LIF loop", "loop": "norse, per-step loop",
+             "snntorch": "snnTorch", "spikingjelly": "SpikingJelly 2.0", "seeds": "kdlib, side by side",
+             "seeds-snntorch": "snnTorch, side by side", "seeds-spikingjelly": "SpikingJelly, side by side"}
+    shown = [impl for impl in names if impl in rows[0]]
+    out = ["| T | " + " | ".join(names[i] for i in shown) + " | matmul GFLOP/s |",
+           "|---" * (len(shown) + 2) + "|"]
+    out += [f"| {r['steps']} | " + " | ".join(f"{r[i]['images_per_second']:,.0f}" for i in shown)
+            + f" | {r['kdlib']['matmul_gflops']:.0f} |" for r in rows]
+    bounds = [(k, label) for k, label in (("kdlib", "kdlib student"), ("floor", "its floor"),
+                                         ("seeds", "side by side"), ("seeds-floor", "their floor")) if k in rows[0]]
+    out += ["", "| T | " + " | ".join(label for _, label in bounds) + " |", "|---" * (len(bounds) + 1) + "|"]
+    out += [f"| {r['steps']} | " + " | ".join(f"{r[k]['images_per_second'] / r['roofline_images_per_second']:.0%}"
+                                               for k, _ in bounds) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16])
@@ -250,7 +270,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
     parser.add_argument("--one", nargs=2, metavar=("IMPL", "T"), help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--table", action="store_true", help="print the README's tables from --out and stop")
     args = parser.parse_args()
+    if args.table:
+        print(tables(json.loads(args.out.read_text())))
+        return
     cfg = _student_cfg(4)
     if args.one:
         print(json.dumps(measure_one(args.one[0], int(args.one[1]), cfg.batch_size, args.iters, args.repeats,
