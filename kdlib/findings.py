@@ -342,7 +342,9 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
         if {"kd", "hetero_kd"} <= set(part.index):
             kd, hetero = part.loc["kd"], part.loc["hetero_kd"]
             fewer = 100 * (1 - hetero.spikes / kd.spikes)
-            out.append(f"On {dataset}, heterogeneous-temperature KD fires {fewer:.0f} % fewer spikes per image "
+            amount = f"{abs(fewer):.1f} % {'fewer' if fewer >= 0 else 'more'}" if abs(fewer) < 10 else \
+                f"{abs(fewer):.0f} % {'fewer' if fewer >= 0 else 'more'}"  # one decimal where 0 % would hide it
+            out.append(f"On {dataset}, heterogeneous-temperature KD fires {amount} spikes per image "
                        f"than KD (means over seeds: {hetero.spikes:,.0f} against {kd.spikes:,.0f}) at "
                        f"{_points(hetero.accuracy - kd.accuracy)}.")
         energy = None if flips is None else _energy_finding(str(dataset), flips)

@@ -88,6 +88,9 @@ def test_findings_and_limitations_say_what_was_measured(means: pd.DataFrame) -> 
     assert lines[0].startswith("On mnist, the most accurate student is hetero_kd at 97.70 %")
     assert "+0.60 points from the student trained from scratch, outside one seed standard deviation" in lines[0]
     assert "50 % fewer spikes per image than KD" in lines[1]
+    close = means.copy()
+    close.loc[("mnist", "hetero_kd"), "spikes"] = close.loc[("mnist", "kd"), "spikes"] * 1.003
+    assert "0.3 % more spikes per image than KD" in findings.findings(close, teacher, pd.DataFrame())[1]
     limits = findings.limitations(means, P.quick())
     assert any(line.startswith("1 seed per method: ") for line in limits)
 
