@@ -115,6 +115,7 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
      "gamma": 0.5, "teacher_lr": 1e-4},
     {"loss": "decoder_kd", "alpha": 0.5, "tau_teacher": 2.0, "tau_student": 2.0, "beta": 1.0, "layers": [0, 1]},
 ], ids=["teacher-fine-tuned", "teacher-outputs-shared"])
+@pytest.mark.slow  # trains the seeds in worker processes
 def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Dataset, tmp_path: Path,
                                                                  entry: dict) -> None:
     """Seeds trained side by side in worker processes (one thread each) give the students, metrics and

@@ -66,6 +66,7 @@ def _trials(root: Path, variant: str) -> pd.DataFrame:
     return pd.read_csv(study_dir(root, DATASET, variant) / tune.TRIALS_FILE).drop(columns="seconds")
 
 
+@pytest.mark.slow  # trains a study's trials in worker processes
 def test_a_study_has_its_budget_and_is_reproduced_trial_for_trial(teacher_root: Path) -> None:
     params = _write_params(teacher_root)
     first = tune.run(DATASET, "kd", params, teacher_root, log=lambda _: None)
@@ -84,6 +85,7 @@ def test_a_study_has_its_budget_and_is_reproduced_trial_for_trial(teacher_root: 
     pd.testing.assert_frame_equal(_trials(teacher_root, "kd"), table)
 
 
+@pytest.mark.slow  # trains a study's trials in worker processes
 def test_the_distillation_stage_trains_the_tuned_values_or_the_hand_set_ones(teacher_root: Path) -> None:
     params = _write_params(teacher_root)
     tune.run(DATASET, "scratch", params, teacher_root, log=lambda _: None)
@@ -97,6 +99,7 @@ def test_the_distillation_stage_trains_the_tuned_values_or_the_hand_set_ones(tea
     assert given["tuning"] == "hand-set" and given["variant"] == hand.variants["scratch"].model_dump()
 
 
+@pytest.mark.slow  # trains a study's trials in worker processes
 def test_a_killed_study_resumes_without_repeating_finished_trials(teacher_root: Path) -> None:
     import optuna
 
@@ -127,6 +130,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(teacher_root: 
     assert len(set(params)) == len(params)
 
 
+@pytest.mark.slow  # trains a study's trials in worker processes
 def test_two_processes_share_one_study(teacher_root: Path, tmp_path: Path) -> None:
     import optuna
 
@@ -263,6 +267,7 @@ def test_the_matched_comparison_of_the_front() -> None:
     assert matched(front.assign(spikes_per_image=front.spikes_per_image.clip(lower=200)), 0.002)["paper"] == "refuted"
 
 
+@pytest.mark.slow  # trains a study's trials in worker processes
 def test_the_report_reads_the_studies_back(teacher_root: Path) -> None:
     from kdlib import studies
 
