@@ -30,9 +30,9 @@ Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
   split at ``spikes.max_steps`` (accuracy against T), at its own T twice (operation counts and early
   exit); the conversion's calibration on ``calibration_images`` and its run at the largest T of
   ``conversion_steps``; the noise sweep (the teacher and the first seed of every variant, at every level
-  of every corruption of :data:`kdlib.analysis.CORRUPTIONS`);
+  of every corruption of :data:`kdlib.measure.analysis.CORRUPTIONS`);
 * **Loihi** (stage 4, every dataset of ``loihi.datasets``): for every LIF student of stage 2, its
-  integer versions (every candidate of ``loihi.input_bits`` and :data:`kdlib.fixed_point.HEADROOMS`)
+  integer versions (every candidate of ``loihi.input_bits`` and :data:`kdlib.loihi.fixed_point.HEADROOMS`)
   calibrated and run on the validation split, then on the test split beside the float student (the
   integer model's products are float64, counted twice, and run at every step); the best student with a
   rate code; on the datasets of ``loihi.baseline``, the SLAYER student trained with its input spikes at
@@ -61,9 +61,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from train_throughput import matmul_gflops  # noqa: E402
 from train_throughput import training_flops as student_training_flops  # noqa: E402
 
-from kdlib import params as P  # noqa: E402
-from kdlib.analysis import CORRUPTIONS  # noqa: E402
-from kdlib.fixed_point import HEADROOMS  # noqa: E402
+from kdlib.core import params as P  # noqa: E402
+from kdlib.loihi.fixed_point import HEADROOMS  # noqa: E402
+from kdlib.measure.analysis import CORRUPTIONS  # noqa: E402
 
 TEST_IMAGES = {"mnist": 10_000, "fashion-mnist": 10_000, "mnist-5k": 500}
 CLASSES = 10
@@ -161,7 +161,7 @@ def study_flops(params: P.Params) -> dict[str, float]:
                 training(epochs, once=False) + val * _student_forward(cfg) for epochs in _trial_epochs(params, dataset,
                                                                                                        name))
             students[name] = (dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
-        from kdlib.front import pairs  # the fronts: KD at every pair of temperatures, rate_reg at every λ
+        from kdlib.stages.front import pairs  # the fronts: KD at every pair of temperatures, rate_reg at every λ
 
         work = 0.0
         for name, count in (("kd", len(pairs(params.front))), ("rate_reg", len(params.front.rate_lambdas))):

@@ -22,10 +22,10 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from kdlib import params as P
-from kdlib.front import trained_variant
-from kdlib.jobs import parallel_workers, start_workers, write_teacher_targets
-from kdlib.tune import train_trial
+from kdlib.core import params as P
+from kdlib.kd.trial import train_trial, write_teacher_targets
+from kdlib.stages.front import trained_variant
+from kdlib.stages.workers import parallel_workers, start_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kdlib.data import Split
+    from kdlib.core.data import Split
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -35,7 +35,7 @@ def _peak_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 
 def _pool(size: int) -> Split:
-    from kdlib.data import Split, load_dataset
+    from kdlib.core.data import Split, load_dataset
 
     pool = load_dataset("mnist-5k").test
     reps = -(-size // len(pool))
@@ -44,9 +44,9 @@ def _pool(size: int) -> Split:
 
 def measure(size: int) -> dict:
 
-    from kdlib import params as P
-    from kdlib.analysis import evaluate
-    from kdlib.students import build_student
+    from kdlib.core import params as P
+    from kdlib.measure.analysis import evaluate
+    from kdlib.snn.students import build_student
 
     cfg = P.load(ROOT / "params.yaml").student
     split = _pool(size)
@@ -60,8 +60,8 @@ def measure(size: int) -> dict:
 def measure_lava(size: int) -> dict:
     import tempfile
 
-    from kdlib import deploy, slayer
-    from kdlib import params as P
+    from kdlib.core import params as P
+    from kdlib.loihi import deploy, slayer
 
     cfg = P.load(ROOT / "params.yaml").loihi
     split = _pool(size)

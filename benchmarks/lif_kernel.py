@@ -2,7 +2,7 @@
 
     uv run python benchmarks/lif_kernel.py [--against 2d7d34c] [--steps 4 8 16] [--rounds 5]
 
-Times ``lif_forward`` and ``lif_backward`` of ``kdlib/lif_kernel.c`` (built as :mod:`kdlib.native` builds
+Times ``lif_forward`` and ``lif_backward`` of ``kdlib/snn/lif_kernel.c`` (built as :mod:`kdlib.snn.native` builds
 it) on one thread, on a (T, batch × width) current of the default student's hidden layer (batch 128,
 width 400), and the same two functions of the kernel of git revision ``--against``, built from that
 revision's source with that revision's compiler flags. The two builds take turns, ``--rounds`` times;
@@ -29,14 +29,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from kdlib import native  # noqa: E402
+from kdlib.snn import native  # noqa: E402
 
 
 def build_revision(rev: str, folder: Path) -> ctypes.CDLL:
-    """The kernel of git revision ``rev``, compiled with the flags its ``kdlib/native.py`` used."""
-    source = subprocess.run(["git", "show", f"{rev}:kdlib/lif_kernel.c"], cwd=ROOT, check=True,
+    """The kernel of git revision ``rev``, compiled with the flags its ``kdlib/snn/native.py`` used."""
+    source = subprocess.run(["git", "show", f"{rev}:kdlib/snn/lif_kernel.c"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
-    module = subprocess.run(["git", "show", f"{rev}:kdlib/native.py"], cwd=ROOT, check=True,
+    module = subprocess.run(["git", "show", f"{rev}:kdlib/snn/native.py"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout
     flags = ast.literal_eval(re.search(r"^FLAGS = (\(.*?\))", module, re.M | re.S).group(1))
     (folder / "lif_kernel.c").write_text(source)

@@ -1,4 +1,4 @@
-"""What the numerical pins of kdlib.reproducibility cost: training speed with and without them.
+"""What the numerical pins of kdlib.core.reproducibility cost: training speed with and without them.
 
     uv run python benchmarks/pinning_cost.py [--repeats 5]
 
@@ -25,12 +25,12 @@ ROOT = Path(__file__).resolve().parent.parent
 JOB = """
 import sys, time
 import torch
-from kdlib import params as P
-from kdlib.data import batches, encode, load_dataset
-from kdlib.losses import build_objective
-from kdlib.models import build_teacher
-from kdlib.students import build_student
-from kdlib.distill import teacher_targets
+from kdlib.core import params as P
+from kdlib.core.data import batches, encode, load_dataset
+from kdlib.kd.losses import build_objective
+from kdlib.snn.teachers import build_teacher
+from kdlib.snn.students import build_student
+from kdlib.kd.distill import teacher_targets
 
 which, n_batches = sys.argv[1], int(sys.argv[2])
 ds = load_dataset("mnist-5k")
@@ -53,7 +53,7 @@ def step(b):
         out = model(b.x).logits
         loss = torch.nn.functional.cross_entropy(out, b.y)
     else:
-        from kdlib.models import ModelOutput
+        from kdlib.snn.teachers import ModelOutput
         loss, _ = objective(model(encode(b.x, 4)), b.y, ModelOutput(targets.logits[b.index], []))
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -76,7 +76,7 @@ print("rate", images / (time.perf_counter() - tic))
 def run(which: str, pinned: bool, batches: int) -> float:
     env = dict(os.environ)
     if not pinned:
-        from kdlib.reproducibility import PINS
+        from kdlib.core.reproducibility import PINS
 
         env = {k: v for k, v in env.items() if k not in PINS} | {"KDLIB_PIN_NUMERICS": "0"}
     out = subprocess.run([sys.executable, "-c", JOB, which, str(batches)], cwd=ROOT, env=env, check=True,

@@ -14,7 +14,7 @@ Implementations, all the same network (784-H-…-10, LIF with reset to zero, rat
 same batch size and the same T:
 
 ``kdlib``      the workbook's student: batched synaptic input over time, the LIF sequence in one call (the
-               compiled kernel of ``kdlib.native`` on the CPU)
+               compiled kernel of ``kdlib.snn.native`` on the CPU)
 ``eager``      the same student with the kernel turned off (``KDLIB_NATIVE=0``): its LIF sequence as the
                eager PyTorch loop that GPUs and machines without a C compiler run
 ``loop``       the straightforward way: norse ``LIFBoxCell`` modules and the Linear layers called once
@@ -26,7 +26,7 @@ same batch size and the same T:
                CPU implementation, and the Linear layers applied to all steps at once
                (``layer.SeqToANNContainer``), the layout kdlib uses too
 ``seeds``      the workbook's student as the distillation stage trains it on a CPU: one student per seed of
-               ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.jobs.parallel_workers`), each in its
+               ``params.yaml`` (at most cores + 1 at once, :func:`kdlib.stages.workers.parallel_workers`), each in its
                own process on one thread, all at the same time; its rate is the sum of theirs, repeat by repeat
 ``floor``      not a neuron model but a bound: the workbook's student with every layer of neurons replaced by
                one copy of its input forward and one copy of its gradient backward, as cheap as a neuron can
@@ -96,7 +96,7 @@ def training_flops(widths: list[int], num_classes: int, steps: int, constant_inp
 
 
 def _student_cfg(steps: int):
-    from kdlib import params as P
+    from kdlib.core import params as P
 
     return P.load(ROOT / "params.yaml").student.model_copy(update={"steps": steps})
 
@@ -131,14 +131,14 @@ def _build(impl: str, steps: int):
     cfg = _student_cfg(steps)
     torch.manual_seed(0)
     if impl in ("kdlib", "eager", "floor"):
-        from kdlib import native
-        from kdlib.data import encode
-        from kdlib.students import build_student
+        from kdlib.core.data import encode
+        from kdlib.snn import native
+        from kdlib.snn.students import build_student
 
         if impl == "eager":
             os.environ["KDLIB_NATIVE"] = "0"  # read when the kernel is first asked for
         elif impl == "kdlib" and native.kernel() is None:
-            raise RuntimeError("the LIF kernel of kdlib.native is not available: nothing to measure as 'kdlib'")
+            raise RuntimeError("the LIF kernel of kdlib.snn.native is not available: nothing to measure as 'kdlib'")
         net = build_student(cfg)
         if impl == "floor":
             net.neurons = _one_pass_neurons(len(net.neurons))
@@ -209,7 +209,7 @@ def measure_one(impl: str, steps: int, batch_size: int, iters: int, repeats: int
     (a worker of ``seeds``), no matmul rate is measured: other workers share the cores."""
     import torch
 
-    from kdlib.data import batches, load_dataset
+    from kdlib.core.data import batches, load_dataset
 
     torch.set_num_threads(threads or os.cpu_count() or 1)
     data = load_dataset("mnist-5k").train
@@ -283,8 +283,8 @@ def main() -> None:
 
     import torch
 
-    from kdlib import params as P
-    from kdlib.jobs import parallel_workers
+    from kdlib.core import params as P
+    from kdlib.stages.workers import parallel_workers
 
     torch.set_num_threads(os.cpu_count() or 1)
     gflops = matmul_gflops()

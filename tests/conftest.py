@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlib.data import Dataset, load_dataset
+from kdlib.core.data import Dataset, load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 

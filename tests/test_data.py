@@ -1,4 +1,4 @@
-"""kdlib.data on the real datasets: shapes, splits, determinism, encoders and bad input."""
+"""kdlib.core.data on the real datasets: shapes, splits, determinism, encoders and bad input."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from kdlib import data as D
+from kdlib.core import data as D
 
 
 def test_mnist5k_splits(mnist5k: D.Dataset) -> None:
@@ -34,7 +34,7 @@ def test_split_is_deterministic_and_seeded() -> None:
 
 
 def test_archive_lists_are_torchvisions() -> None:
-    """kdlib.data keeps the file names, MD5s and class names of torchvision's MNIST classes so that loading a
+    """kdlib.core.data keeps the file names, MD5s and class names of torchvision's MNIST classes so that loading a
     dataset need not import torchvision; they must stay torchvision's."""
     from torchvision import datasets as tvd
 

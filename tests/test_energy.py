@@ -1,4 +1,4 @@
-"""Energy under every accounting convention (kdlib.energy), the INT8 teacher (kdlib.quantize), and the
+"""Energy under every accounting convention (kdlib.measure.energy), the INT8 teacher (kdlib.snn.quantize), and the
 operation counts against an independent counter (SpikingJelly's)."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib import energy as E
-from kdlib.data import Dataset, batches, encode
-from kdlib.models import MLPTeacher
-from kdlib.quantize import INT8_MAX, quantize_int8
-from kdlib.spikes import DAVIES_2018, SpikeCounter
-from kdlib.students import LIFParameters, SpikingMLP
+from kdlib.core.data import Dataset, batches, encode
+from kdlib.measure import energy as E
+from kdlib.measure.spikes import DAVIES_2018, SpikeCounter
+from kdlib.snn.quantize import INT8_MAX, quantize_int8
+from kdlib.snn.students import LIFParameters, SpikingMLP
+from kdlib.snn.teachers import MLPTeacher
 
 INPUTS = E.InputStatistics(pixels=4, nonzero=2.0, intensity=1.5)
 

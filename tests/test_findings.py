@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from kdlib import findings
-from kdlib import params as P
+from kdlib.core import params as P
+from kdlib.report import findings
 
 
 @pytest.fixture()
@@ -66,7 +66,7 @@ def test_davies_claim_reads_the_energy_verdicts(runs: pd.DataFrame) -> None:
 
 
 def test_the_best_student_against_scratch_uses_the_paired_test(runs: pd.DataFrame, means: pd.DataFrame) -> None:
-    from kdlib.stats import compare_variants
+    from kdlib.measure.stats import compare_variants
 
     lines = findings.findings(means, pd.Series({"mnist": 0.99}), pd.DataFrame(), comparisons=compare_variants(runs))
     assert ("+0.60 points from the student trained from scratch (95 % CI +0.60 to +0.60 over 2 paired seeds, "
@@ -97,7 +97,7 @@ def test_findings_and_limitations_say_what_was_measured(means: pd.DataFrame) -> 
 
 @pytest.fixture()
 def matched() -> pd.DataFrame:
-    from kdlib.front import matched
+    from kdlib.stages.front import matched
 
     front = pd.DataFrame({"kind": ["kd", "kd", "kd", "hetero_kd", "hetero_kd", "rate_reg"],
                           "tau_teacher": [1.0, 2.0, 4.0, 4.0, 4.0, None],

@@ -1,4 +1,4 @@
-"""Tests for :mod:`kdlib.fixed_point` and the deployment of stage-2 students in :mod:`kdlib.deploy`: the
+"""Tests for :mod:`kdlib.loihi.fixed_point` and the deployment of stage-2 students in :mod:`kdlib.loihi.deploy`: the
 integers stand for the float student, Lava computes exactly what the PyTorch model of the integers computes
 (readout voltages, every layer's spikes, step by step), and what the chip cannot run is refused by name."""
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import deploy
-from kdlib import fixed_point as FP
-from kdlib.data import Split
-from kdlib.students import BinarySTEParameters, LeakySTEParameters, LIFParameters, SpikingMLP
+from kdlib.core.data import Split
+from kdlib.loihi import deploy
+from kdlib.loihi import fixed_point as FP
+from kdlib.snn.students import BinarySTEParameters, LeakySTEParameters, LIFParameters, SpikingMLP
 
 pytest.importorskip("lava.lib.dl.netx")
 

@@ -1,6 +1,6 @@
 """The parsers that read files from outside raise nothing but the workbook's own errors, under hypothesis.
 
-``_read_idx_gz`` reads the IDX archives of a data root; :func:`kdlib.deploy.check_netx` reads a netx file
+``_read_idx_gz`` reads the IDX archives of a data root; :func:`kdlib.loihi.deploy.check_netx` reads a netx file
 before Lava does. Each either returns what it promises or raises its one error class, whatever the bytes.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kdlib import data as D
+from kdlib.core import data as D
 
 EXAMPLES = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow],
                     derandomize=True)
@@ -87,7 +87,7 @@ def _write(handle: h5py.Group, values: dict) -> None:
 @EXAMPLES
 @given(layers=netx_layers(), names=st.sampled_from(["sequential", "skip", "words"]), group=st.booleans())
 def test_netx_check_raises_only_netx_errors(layers: list[dict], names: str, group: bool) -> None:
-    from kdlib.deploy import NetxError, check_netx
+    from kdlib.loihi.deploy import NetxError, check_netx
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "net.net"
@@ -109,7 +109,7 @@ def test_netx_check_raises_only_netx_errors(layers: list[dict], names: str, grou
 
 @pytest.mark.parametrize("content", [b"", b"\x89HDF\r\n\x1a\n" + bytes(100), b"garbage" * 50])
 def test_netx_check_on_files_that_are_not_hdf5(tmp_path: Path, content: bytes) -> None:
-    from kdlib.deploy import NetxError, check_netx
+    from kdlib.loihi.deploy import NetxError, check_netx
 
     path = tmp_path / "net.net"
     path.write_bytes(content)

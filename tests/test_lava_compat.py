@@ -1,4 +1,4 @@
-"""Tests for :mod:`kdlib.lava_compat`: Lava imports and runs on Python 3.11 once the hook is installed."""
+"""Tests for :mod:`kdlib.loihi.lava_compat`: Lava imports and runs on Python 3.11 once the hook is installed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import lava_compat
+from kdlib.loihi import lava_compat
 
 lava_compat.install()  # Before anything in this module imports Lava.
 

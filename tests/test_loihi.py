@@ -1,5 +1,5 @@
-"""Tests for :mod:`kdlib.slayer`, :mod:`kdlib.deploy` and :mod:`kdlib.nir_export`: Lava runs the exported
-student bit-exactly, image after image; the energy model; the NIR round trip; training the Loihi student
+"""Tests for :mod:`kdlib.loihi.slayer`, :mod:`kdlib.loihi.deploy` and :mod:`kdlib.loihi.nir_export`: Lava runs the
+exported student bit-exactly, image after image; the energy model; the NIR round trip; training the Loihi student
 with a distillation objective."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import deploy, nir_export, slayer
-from kdlib import params as P
-from kdlib.data import Dataset, Split
-from kdlib.distill import distill
-from kdlib.losses import build_objective
-from kdlib.models import build_teacher, train_teacher
-from kdlib.params import KDVariant
-from kdlib.spikes import loihi_estimate
-from kdlib.students import LeakySTEParameters, LIFParameters, SpikingMLP
+from kdlib.core import params as P
+from kdlib.core.data import Dataset, Split
+from kdlib.core.params import KDVariant
+from kdlib.kd.distill import distill
+from kdlib.kd.losses import build_objective
+from kdlib.loihi import deploy, nir_export, slayer
+from kdlib.measure.spikes import loihi_estimate
+from kdlib.snn.students import LeakySTEParameters, LIFParameters, SpikingMLP
+from kdlib.snn.teachers import build_teacher, train_teacher
 
 pytest.importorskip("lava.lib.dl.slayer")
 
@@ -81,7 +81,7 @@ def test_operation_counts_and_loihi_energy_by_hand() -> None:
     assert counts.neuron_updates(net, steps=6) == (8 + 6 + 4) * 6
     assert counts.ties().tolist() == [True, False] and counts.predictions().tolist() == [0, 1]
 
-    # per image, as the notebook does it: Davies et al. 2018 through kdlib.spikes
+    # per image, as the notebook does it: Davies et al. 2018 through kdlib.measure.spikes
     energy = loihi_estimate(synops, counts.neuron_updates(net, 6), counts.layers.sum(1))
     active, inactive = np.array([22, 9]), 108 - np.array([22, 9])
     np.testing.assert_allclose(energy.synops_nj, synops * 23.6e-3)

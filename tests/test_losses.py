@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kdlib import losses as L
-from kdlib.models import ModelOutput
-from kdlib.params import BidirectionalVariant, FeatureKDVariant, KDVariant, RateRegVariant
-from kdlib.students import SpikingOutput
+from kdlib.core.params import BidirectionalVariant, FeatureKDVariant, KDVariant, RateRegVariant
+from kdlib.kd import losses as L
+from kdlib.snn.students import SpikingOutput
+from kdlib.snn.teachers import ModelOutput
 
 torch.manual_seed(0)
 Z_S, Z_T = torch.randn(6, 10), torch.randn(6, 10) * 3

@@ -1,4 +1,4 @@
-"""kdlib.params: every bad value is named with its key, its value and what is allowed."""
+"""kdlib.core.params: every bad value is named with its key, its value and what is allowed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlib import params as P
+from kdlib.core import params as P
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def _fails(tmp_path: Path, edit: dict, prefix: str, allowed: list[str]) -> None:
 
 
 def test_dataset_names_match_the_loader() -> None:
-    from kdlib import data
+    from kdlib.core import data
 
     assert P.DATASETS == data.DATASETS
 

@@ -91,7 +91,7 @@ def test_failed_notebook_is_kept_for_debugging_but_never_as_output(workbook: Pat
     nb = nbformat.read(workbook / "notebooks/01_teacher.ipynb", as_version=4)
     nb.cells.insert(3, nbformat.v4.new_code_cell("raise RuntimeError('broken on purpose')"))
     nbformat.write(nb, workbook / "notebooks/01_teacher.ipynb")
-    proc = subprocess.run([sys.executable, "-m", "kdlib.pipeline", "teacher", "mnist-5k"], cwd=workbook,
+    proc = subprocess.run([sys.executable, "-m", "kdlib.stages.pipeline", "teacher", "mnist-5k"], cwd=workbook,
                           env=venv_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert "error: the teacher notebook failed: RuntimeError: broken on purpose" in proc.stderr

@@ -1,7 +1,7 @@
 """The study's numbers do not depend on the thread count, and each measured kind of host reproduces itself.
 
 A small real run (a teacher and a distilled LIF student, one epoch each on mnist-5k) is fingerprinted by
-a hash of its weights. With the pins of :mod:`kdlib.reproducibility`, one and two threads must give the
+a hash of its weights. With the pins of :mod:`kdlib.core.reproducibility`, one and two threads must give the
 same hash on every host. The pins do not make different CPU vendors agree: AMD EPYC machines of this
 workbook with AVX2 only and with AVX-512 gave one hash, an Intel Xeon (AVX-512) another under the same
 pins. So the hash measured for each CPU vendor is recorded in REFERENCES and checked where a host of that
@@ -39,13 +39,13 @@ def cpu_vendor() -> str:
 FINGERPRINT = """
 import hashlib, sys
 import torch
-from kdlib import params as P
-from kdlib.data import load_dataset
-from kdlib.losses import build_objective
-from kdlib.models import build_teacher
-from kdlib.students import build_student
-from kdlib.distill import distill
-from kdlib.models import train_teacher
+from kdlib.core import params as P
+from kdlib.core.data import load_dataset
+from kdlib.kd.losses import build_objective
+from kdlib.snn.teachers import build_teacher
+from kdlib.snn.students import build_student
+from kdlib.kd.distill import distill
+from kdlib.snn.teachers import train_teacher
 
 torch.set_num_threads(int(sys.argv[1]))
 def digest(module):
@@ -98,7 +98,7 @@ def test_without_the_pins_the_numbers_change(one_thread: dict[str, str]) -> None
     """The control: the pins are in force (unpinned, the widest code paths and MKL's thread split apply)."""
     import os
 
-    from kdlib.reproducibility import PINS
+    from kdlib.core.reproducibility import PINS
 
     unpinned = {k: v for k, v in os.environ.items() if k not in PINS}
     got = fingerprint(2, unpinned | {"KDLIB_PIN_NUMERICS": "0"})

@@ -17,13 +17,13 @@ import torch
 import yaml
 from conftest import ROOT, TINY
 
-from kdlib import data as D
-from kdlib import params as P
-from kdlib.io import CheckpointError, read_json, save_torch, write_json
-from kdlib.models import build_teacher, load_teacher, save_teacher, train_teacher
-from kdlib.params import TeacherParams
-from kdlib.students import build_student, load_student
-from kdlib.train import TrainingDiverged, fit
+from kdlib.core import data as D
+from kdlib.core import params as P
+from kdlib.core.io import CheckpointError, read_json, save_torch, write_json
+from kdlib.core.params import TeacherParams
+from kdlib.core.train import TrainingDiverged, fit
+from kdlib.snn.students import build_student, load_student
+from kdlib.snn.teachers import build_teacher, load_teacher, save_teacher, train_teacher
 
 PREFIX = "params.yaml: "  # the workbook's own message prefix, whatever pydantic's wording
 
@@ -204,7 +204,7 @@ def _in_read_only_mount(root: Path, code: str) -> subprocess.CompletedProcess[st
 def test_a_read_only_root_with_a_missing_file(idx_root: Path, tmp_path: Path) -> None:
     root = _files(idx_root, tmp_path, "t10k-labels-idx1-ubyte.gz")
     code = textwrap.dedent(f"""
-        from kdlib import data as D
+        from kdlib.core import data as D
         D.MNIST.mirrors = ["http://127.0.0.1:9/"]
         try:
             D.load_dataset("mnist", root={str(root)!r})
@@ -245,9 +245,9 @@ def test_a_failed_write_keeps_the_previous_output(tmp_path: Path) -> None:
         import resource, signal
         from pathlib import Path
         import torch
-        from kdlib import params as P
-        from kdlib.io import WriteError, write_json
-        from kdlib.models import build_teacher, save_teacher
+        from kdlib.core import params as P
+        from kdlib.core.io import WriteError, write_json
+        from kdlib.snn.teachers import build_teacher, save_teacher
         out = Path({str(tmp_path)!r})
         cfg = P.quick_section("teacher", hidden=[8])
         save_teacher(out / "teacher.pt", build_teacher(cfg), cfg, "mnist-5k", 10, {{"test_accuracy": 0.25}})
@@ -325,7 +325,7 @@ LAVA_DL_NETS = Path(h5py.__file__).parent.parent / "tests" / "lava" / "lib" / "d
 
 
 def _netx_copy(tmp_path: Path, edit) -> Path:
-    from kdlib.slayer import build_loihi_student
+    from kdlib.loihi.slayer import build_loihi_student
 
     path = build_loihi_student(P.quick_section("loihi", hidden=[8]), num_classes=3).export_hdf5(tmp_path / "net.net")
     with h5py.File(path, "r+") as handle:
@@ -348,7 +348,7 @@ def _retype(layer: h5py.Group, kind: str) -> None:
     (lambda layers: layers["0"]["neuron"].__delitem__("type"), r"layer 0 has neuron type None"),
 ], ids=["conv", "names", "image-shaped", "mismatch", "neuron"])
 def test_netx_files_the_runner_cannot_run_are_refused_up_front(tmp_path: Path, edit, message: str) -> None:
-    from kdlib.deploy import NetxError, check_netx
+    from kdlib.loihi.deploy import NetxError, check_netx
 
     path = _netx_copy(tmp_path, edit)
     with pytest.raises(NetxError, match=rf"^{path}: {message}"):
@@ -356,7 +356,7 @@ def test_netx_files_the_runner_cannot_run_are_refused_up_front(tmp_path: Path, e
 
 
 def test_the_workbooks_own_export_passes_the_check(tmp_path: Path) -> None:
-    from kdlib.deploy import check_netx
+    from kdlib.loihi.deploy import check_netx
 
     assert check_netx(_netx_copy(tmp_path, lambda layers: None)) == [784, 8, 3]
 
@@ -367,7 +367,7 @@ def test_the_workbooks_own_export_passes_the_check(tmp_path: Path) -> None:
     ("gts/ntidigits/ntidigits.net", "layer 2 has synaptic delays"),
 ])
 def test_lava_dls_own_networks_are_refused_with_the_reason(name: str, message: str) -> None:
-    from kdlib.deploy import NetxError, check_netx
+    from kdlib.loihi.deploy import NetxError, check_netx
 
     path = LAVA_DL_NETS / name
     if not path.is_file():
@@ -377,7 +377,7 @@ def test_lava_dls_own_networks_are_refused_with_the_reason(name: str, message: s
 
 
 def test_run_lava_refuses_a_conv_network_before_lava_runs(tmp_path: Path) -> None:
-    from kdlib.deploy import NetxError, run_lava
+    from kdlib.loihi.deploy import NetxError, run_lava
 
     path = _netx_copy(tmp_path, lambda layers: _retype(layers["0"], "conv"))
     with pytest.raises(NetxError, match=r"layer 0 is of type 'conv'"):
@@ -385,6 +385,6 @@ def test_run_lava_refuses_a_conv_network_before_lava_runs(tmp_path: Path) -> Non
 
 
 def test_a_users_own_lava_import_works_after_importing_kdlib_loihi() -> None:
-    code = "import kdlib.deploy\nimport lava.magma.core.run_configs\nimport lava.lib.dl.netx\nprint('ok')"
+    code = "import kdlib.loihi.deploy\nimport lava.magma.core.run_configs\nimport lava.lib.dl.netx\nprint('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from kdlib import jobs
-from kdlib import params as P
-from kdlib.analysis import (
+from kdlib.core import params as P
+from kdlib.core import train as training
+from kdlib.core.data import Dataset, Split, batches, encode
+from kdlib.measure.analysis import (
     CORRUPTIONS,
     accuracy_over_time,
     corrupt_split,
@@ -19,10 +20,7 @@ from kdlib.analysis import (
     evaluate,
     running_mean,
 )
-from kdlib.conversion import ConvertedMLP, convert_mlp, evaluate_conversion, integrate_and_fire
-from kdlib.data import Dataset, Split, batches, encode
-from kdlib.models import MLPTeacher
-from kdlib.spikes import (
+from kdlib.measure.spikes import (
     HOROWITZ_2014,
     SpikeCounter,
     ann_energy_nj,
@@ -35,14 +33,16 @@ from kdlib.spikes import (
     spikes_per_image,
     synaptic_ops,
 )
-from kdlib.students import LIFParameters, SpikingMLP
+from kdlib.snn.conversion import ConvertedMLP, convert_mlp, integrate_and_fire
+from kdlib.snn.students import LIFParameters, SpikingMLP
+from kdlib.snn.teachers import MLPTeacher
 
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread() -> Iterator[None]:
     """The tensors here are tiny: a second thread costs more to wake (and to wait for, on a busy machine)
     than it saves."""
-    with jobs.one_thread():
+    with training.one_thread():
         yield
 
 
@@ -182,7 +182,7 @@ def test_conversion_approaches_the_teacher(small_teacher: tuple[MLPTeacher, floa
     teacher.eval()
     assert ann_acc > 0.85
 
-    table = evaluate_conversion(net, mnist5k.test).set_index("steps")
+    table = accuracy_over_time(net, mnist5k.test, (1, 2, 4, 8, 16, 32, 64, 128, 256), chunk_size=100).set_index("steps")
     acc = table["accuracy"]
     assert all(abs(acc[t] - ann_acc) <= 0.02 for t in (128, 256))
     assert acc[1] < ann_acc - 0.2 and acc[2] < ann_acc - 0.1
@@ -277,7 +277,7 @@ def test_salt_and_pepper_rate() -> None:
 def test_pareto_front_by_hand() -> None:
     import pandas as pd
 
-    from kdlib.analysis import pareto_front
+    from kdlib.measure.analysis import pareto_front
 
     frame = pd.DataFrame({"energy": [10, 5, 20, 5, 30], "accuracy": [0.90, 0.80, 0.95, 0.70, 0.94]})
     # (5, .80) beats (5, .70); (10, .90) and (20, .95) improve on cheaper points; (30, .94) does not
@@ -285,7 +285,7 @@ def test_pareto_front_by_hand() -> None:
 
 
 def test_the_evaluation_of_a_cnn_counts_spikes_but_not_unknown_input_macs(mnist5k: Dataset) -> None:
-    from kdlib.students import build_student
+    from kdlib.snn.students import build_student
 
     net = build_student(P.quick_section("student", arch="cnn", hidden=[16], steps=2))
     ev = evaluate(net, Split(mnist5k.test.x[:20], mnist5k.test.y[:20]), 2, encoding="direct")

@@ -2,7 +2,7 @@
 
 A stage's code is the import closure of its notebook (or, for the reports, its module) inside kdlib, with
 the package's ``__init__`` (it pins the numerical code paths), the stage runner that injects the
-parameters, and the C source that :mod:`kdlib.native` compiles. A module missing from ``deps`` would
+parameters, and the C source that :mod:`kdlib.snn.native` compiles. A module missing from ``deps`` would
 leave committed results stale while ``dvc status`` calls them up to date; one listed but not imported
 reruns a stage for nothing.
 """
@@ -17,14 +17,36 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNER = "kdlib/pipeline.py"
-DATA_FILES = {"kdlib/native.py": {"kdlib/lif_kernel.c"}, "kdlib/reports.py": {"kdlib/templates"}}
+RUNNER = "kdlib/stages/pipeline.py"
+DATA_FILES = {"kdlib/snn/native.py": {"kdlib/snn/lif_kernel.c"},
+              "kdlib/stages/reports.py": {"kdlib/stages/templates"}}
 
 
-def _kdlib_imports(source: str, package_module: str | None = None) -> set[str]:
-    """The kdlib modules (as repository paths) that ``source`` imports."""
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except those under ``if TYPE_CHECKING:``, which never run."""
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        test = getattr(node, "test", None) if isinstance(node, ast.If) else None
+        if "TYPE_CHECKING" in (getattr(test, "id", None), getattr(test, "attr", None)):
+            skip |= {id(child) for stmt in node.body for child in ast.walk(stmt)}
+    return [node for node in ast.walk(tree) if id(node) not in skip]
+
+
+def _module_files(name: str) -> set[str]:
+    """The files that importing the dotted ``name`` runs: the module and every package ``__init__`` above it."""
+    found, parts = set(), name.split(".")
+    for depth in range(1, len(parts) + 1):
+        base = ROOT.joinpath(*parts[:depth])
+        for path in (base / "__init__.py", base.with_suffix(".py")):
+            if path.is_file():
+                found.add(path.relative_to(ROOT).as_posix())
+    return found
+
+
+def _kdlib_imports(source: str) -> set[str]:
+    """The kdlib files (as repository paths) that running ``source`` imports (``TYPE_CHECKING`` blocks aside)."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _runtime_nodes(ast.parse(source)):
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -32,21 +54,19 @@ def _kdlib_imports(source: str, package_module: str | None = None) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         for name in names:
             if name == "kdlib" or name.startswith("kdlib."):
-                path = ROOT / (name.replace(".", "/") + ".py")
-                if path.is_file():
-                    found.add(path.relative_to(ROOT).as_posix())
+                found |= _module_files(name)
     return found
 
 
 def closure(start: set[str]) -> set[str]:
-    """``start`` and every kdlib module it imports, directly or not, with the package's __init__ and data files."""
+    """``start`` and every kdlib file it imports, directly or not, with the package's __init__ and data files."""
     seen, todo = set(), set(start) | {"kdlib/__init__.py"}
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        todo |= _kdlib_imports((ROOT / path).read_text()) - seen
+        todo |= (_kdlib_imports((ROOT / path).read_text()) | _module_files(path[:-3].replace("/", "."))) - seen
     for module, files in DATA_FILES.items():
         if module in seen:
             seen |= files
@@ -74,7 +94,7 @@ def _code_of(stage: dict) -> set[str]:
         start = _kdlib_imports(_notebook_source(ROOT / notebooks[0])) | {RUNNER}
     else:  # a stage run by a kdlib module: python -m kdlib.<module>
         module = _body(stage)["cmd"].split("-m ")[1].split()[0]
-        start = {module.replace(".", "/") + ".py"}
+        start = _module_files(module)
     return closure(start)
 
 
@@ -87,9 +107,10 @@ def test_stage_deps_are_its_code(name: str) -> None:
     assert not listed - code, f"{name}: dvc.yaml lists {sorted(listed - code)}, which the stage never imports"
 
 
-@pytest.mark.parametrize("name", [n for n, s in _stages().items() if "python -m kdlib.pipeline" in _body(s)["cmd"]])
+@pytest.mark.parametrize("name", [n for n, s in _stages().items()
+                                  if "python -m kdlib.stages.pipeline" in _body(s)["cmd"]])
 def test_stage_params_cover_the_sections_it_is_given(name: str) -> None:
-    from kdlib.pipeline import STAGES
+    from kdlib.stages.pipeline import STAGES
 
     declared = {p.split(".")[0] for p in _body(_stages()[name]).get("params", [])}
     injected = set(STAGES[name].sections)

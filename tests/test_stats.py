@@ -1,4 +1,4 @@
-"""Paired comparisons over seeds with Holm's correction (kdlib.stats), by hand and on the committed study."""
+"""Paired comparisons over seeds with Holm's correction (kdlib.measure.stats), by hand and on the committed study."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib.stats import compare_variants, holm, mean_interval, paired_difference
-from kdlib.summary import load_metrics
+from kdlib.measure.stats import compare_variants, holm, mean_interval, paired_difference
+from kdlib.report.summary import load_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 T_975_DF2 = 4.302652729911275  # Student's t, 97.5th percentile, 2 degrees of freedom (tables)

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import Tensor
 
-from kdlib import native
-from kdlib import params as P
-from kdlib.analysis import evaluate
-from kdlib.data import Dataset, encode
-from kdlib.params import CEVariant
-from kdlib.students import (
+from kdlib.core import params as P
+from kdlib.core.data import Dataset, encode
+from kdlib.core.params import CEVariant
+from kdlib.measure.analysis import evaluate
+from kdlib.snn import native
+from kdlib.snn.students import (
     BinarySTEParameters,
     LeakySTEParameters,
     LIFParameters,
@@ -65,7 +65,7 @@ def test_native_lif_kernel_builds() -> None:
         pytest.skip("the kernel is turned off (KDLIB_NATIVE=0)")
     if shutil.which(os.environ.get("CC", "cc")) is None:
         pytest.skip("no C compiler: the workbook runs the eager LIF loop")
-    assert native.kernel() is not None, "a C compiler is on PATH but kdlib/lif_kernel.c did not build"
+    assert native.kernel() is not None, "a C compiler is on PATH but kdlib/snn/lif_kernel.c did not build"
 
 
 @pytest.mark.parametrize(("compiler", "message"), [("false", "failed"), ("no-such-cc", "no C compiler found")])
@@ -192,9 +192,9 @@ def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -
 
 
 def test_every_spiking_network_declares_the_student_interface() -> None:
-    from kdlib.conversion import ConvertedMLP
-    from kdlib.slayer import build_loihi_student
-    from kdlib.students import Student
+    from kdlib.loihi.slayer import build_loihi_student
+    from kdlib.snn.conversion import ConvertedMLP
+    from kdlib.snn.students import Student
 
     mlp = build_student(P.quick_section("student"))
     cnn = build_student(P.quick_section("student", arch="cnn", hidden=[16]))

@@ -1,4 +1,4 @@
-"""The README's results section (kdlib.summary), from the committed results."""
+"""The README's results section (kdlib.report.summary), from the committed results."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlib.summary import markdown
+from kdlib.report.summary import markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 

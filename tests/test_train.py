@@ -9,10 +9,10 @@ import pytest
 import torch
 from pydantic import Field
 
-from kdlib import params as P
-from kdlib.data import Dataset, Split
-from kdlib.models import build_teacher, count_parameters, load_teacher, save_teacher, train_teacher
-from kdlib.train import accuracy, predict
+from kdlib.core import params as P
+from kdlib.core.data import Dataset, Split
+from kdlib.core.train import accuracy, predict
+from kdlib.snn.teachers import build_teacher, count_parameters, load_teacher, save_teacher, train_teacher
 
 CPU = torch.device("cpu")
 
@@ -79,7 +79,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(mnist5k: Dataset, t
         return original_forward(x)
 
     interrupted.forward = failing_forward  # type: ignore[method-assign]
-    from kdlib.train import fit
+    from kdlib.core.train import fit
 
     def run(model: torch.nn.Module):
         def loss_fn(batch):
@@ -121,9 +121,9 @@ def test_parallel_seeds_train_the_same_students_as_one_at_a_time(mnist5k: Datase
     """Seeds trained side by side in worker processes (one thread each) give the students, metrics and
     histories of a sequential run: for a variant that fine-tunes its teacher, and for one whose frozen teacher's
     outputs (logits and hidden layers) the workers map from one file written on all threads."""
-    from kdlib import params as P
-    from kdlib.jobs import distill_seeds
-    from kdlib.students import load_student
+    from kdlib.core import params as P
+    from kdlib.snn.students import load_student
+    from kdlib.stages.workers import distill_seeds
 
     teacher_cfg = P.quick_section("teacher", hidden=[32, 32], epochs=1, batch_size=100)
     save_teacher(tmp_path / "teacher.pt", build_teacher(teacher_cfg), teacher_cfg, "mnist-5k", 10, {})
@@ -158,9 +158,9 @@ def test_a_new_method_is_one_registered_class_and_one_params_entry(mnist5k: Data
     import torch.nn.functional as F
     import yaml
 
-    from kdlib import losses as L
-    from kdlib.jobs import distill_seed
-    from kdlib.students import load_student
+    from kdlib.kd import losses as L
+    from kdlib.kd.trial import distill_seed
+    from kdlib.snn.students import load_student
 
     @L.register
     class LogitMatching(L.Objective):

@@ -1,4 +1,4 @@
-"""Tests for :mod:`kdlib.tune`: the tuning stage on the real 5,000 digits with the quick parameters.
+"""Tests for :mod:`kdlib.stages.tune`: the tuning stage on the real 5,000 digits with the quick parameters.
 
 A study is reproduced trial for trial, resumes after it is killed without repeating a finished trial, is shared
 by two processes on one storage, and never reads the test split; bad search spaces, budgets, storages and
@@ -25,11 +25,13 @@ import torch
 import yaml
 from conftest import TINY, venv_env
 
-from kdlib import params as P
-from kdlib import tune
-from kdlib.data import load_dataset
-from kdlib.models import build_teacher, save_teacher, train_teacher
-from kdlib.pipeline import BEST_FILE, load_tuned, stage_parameters, study_dir
+from kdlib.core import params as P
+from kdlib.core.data import load_dataset
+from kdlib.core.layout import BEST_FILE, JOURNAL_FILE, TRIALS_FILE, load_tuned, study_dir, teacher_path
+from kdlib.kd import search, trial
+from kdlib.snn.teachers import build_teacher, save_teacher, train_teacher
+from kdlib.stages import tune
+from kdlib.stages.pipeline import stage_parameters
 
 DATASET = "mnist-5k"
 
@@ -55,7 +57,7 @@ def teacher_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _tune(root: Path, variant: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "kdlib.tune", DATASET, variant, "--root", str(root), *args],
+    proc = subprocess.run([sys.executable, "-m", "kdlib.stages.tune", DATASET, variant, "--root", str(root), *args],
                           env=venv_env(), text=True, capture_output=True, timeout=600)
     if check:
         assert proc.returncode == 0, proc.stderr
@@ -63,7 +65,7 @@ def _tune(root: Path, variant: str, *args: str, check: bool = True) -> subproces
 
 
 def _trials(root: Path, variant: str) -> pd.DataFrame:
-    return pd.read_csv(study_dir(root, DATASET, variant) / tune.TRIALS_FILE).drop(columns="seconds")
+    return pd.read_csv(study_dir(root, DATASET, variant) / TRIALS_FILE).drop(columns="seconds")
 
 
 @pytest.mark.slow  # trains a study's trials in worker processes
@@ -104,12 +106,13 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(teacher_root: 
     import optuna
 
     _write_params(teacher_root, trials=6, epochs=3, prune_after=2)
-    journal = study_dir(teacher_root, DATASET, "scratch") / tune.JOURNAL_FILE
+    journal = study_dir(teacher_root, DATASET, "scratch") / JOURNAL_FILE
     journal.unlink(missing_ok=True)
-    proc = subprocess.Popen([sys.executable, "-m", "kdlib.tune", DATASET, "scratch", "--root", str(teacher_root)],
+    command = [sys.executable, "-m", "kdlib.stages.tune", DATASET, "scratch", "--root", str(teacher_root)]
+    proc = subprocess.Popen(command,
                             env=venv_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    storage = tune.open_storage(journal)
+    storage = search.open_storage(journal)
     finished: list[optuna.trial.FrozenTrial] = []
     deadline = time.monotonic() + 300
     while len(finished) < 2 and time.monotonic() < deadline and proc.poll() is None:
@@ -123,7 +126,7 @@ def test_a_killed_study_resumes_without_repeating_finished_trials(teacher_root: 
     before = {t.number: t.params for t in finished}
 
     _tune(teacher_root, "scratch")
-    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=tune.open_storage(journal))
+    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=search.open_storage(journal))
     after = {t.number: t.params for t in tune._finished(study)}
     assert len(after) == 6 and all(after[n] == p for n, p in before.items())  # kept, not trained again
     params = [tuple(p.values()) for p in after.values()]
@@ -136,13 +139,13 @@ def test_two_processes_share_one_study(teacher_root: Path, tmp_path: Path) -> No
 
     _write_params(teacher_root, trials=5)
     storage = tmp_path / "shared.journal"
-    args = [sys.executable, "-m", "kdlib.tune", DATASET, "scratch", "--root", str(teacher_root), "--storage",
+    args = [sys.executable, "-m", "kdlib.stages.tune", DATASET, "scratch", "--root", str(teacher_root), "--storage",
             str(storage)]
     procs = [subprocess.Popen(args, env=venv_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(2)]
     outs = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
-    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=tune.open_storage(storage))
+    study = optuna.load_study(study_name=f"{DATASET}/scratch", storage=search.open_storage(storage))
     finished = tune._finished(study)
     assert sorted(t.number for t in finished) == sorted({t.number for t in finished}) and len(finished) == 5
     assert all("trial" in out for out, _ in outs), "both processes trained trials"
@@ -157,13 +160,12 @@ def test_the_study_never_reads_the_test_split(teacher_root: Path, monkeypatch: p
         def __len__(self) -> int:
             raise AssertionError("the tuning stage read the test split (len)")
 
-    loaded = tune._dataset
-    monkeypatch.setattr(tune, "_dataset", lambda *args: dataclasses.replace(loaded(*args), test=Untouchable()))
+    loaded = trial._dataset
+    monkeypatch.setattr(trial, "_dataset", lambda *args: dataclasses.replace(loaded(*args), test=Untouchable()))
     params = _write_params(teacher_root)
     cfg = P.student_for(params.student, params.variants, "kd", DATASET)
-    result = tune.train_trial(DATASET, params.data, cfg, params.variants["kd"], 0,
-                              teacher_path=teacher_root / "results" / "teacher" / DATASET / "teacher.pt",
-                              targets_path=None)
+    result = trial.train_trial(DATASET, params.data, cfg, params.variants["kd"], 0,
+                               teacher_path=teacher_path(teacher_root, DATASET), targets_path=None)
     assert 0 < result.val_accuracy <= 1 and result.spikes_per_image > 0
 
 
@@ -219,8 +221,8 @@ def test_a_bad_front_names_the_key(tmp_path: Path, front: dict, message: str) ->
 
 def test_a_storage_that_cannot_be_opened_says_so(teacher_root: Path) -> None:
     for url in ("postgresql://nobody@127.0.0.1:9/none", "sqlite:////no/such/folder/study.db"):
-        with pytest.raises(tune.StorageError, match=r"--storage .*: cannot open it"):
-            tune.open_storage(url)
+        with pytest.raises(search.StorageError, match=r"--storage .*: cannot open it"):
+            search.open_storage(url)
     proc = _tune(teacher_root, "kd", "--storage", "sqlite:////no/such/folder/study.db", check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --storage sqlite:////no/such/folder/study.db")
 
@@ -244,7 +246,7 @@ def test_a_tuned_values_file_of_another_variant_or_corrupted_is_refused(teacher_
 
 
 def test_the_matched_comparison_of_the_front() -> None:
-    from kdlib.front import matched, pairs
+    from kdlib.stages.front import matched, pairs
 
     assert pairs(P.quick().front) == [(0.5, 0.5), (1.0, 0.5), (1.0, 1.0)]
     front = pd.DataFrame({
@@ -269,7 +271,7 @@ def test_the_matched_comparison_of_the_front() -> None:
 
 @pytest.mark.slow  # trains a study's trials in worker processes
 def test_the_report_reads_the_studies_back(teacher_root: Path) -> None:
-    from kdlib import studies
+    from kdlib.report import studies
 
     params = _write_params(teacher_root)
     tune.run(DATASET, "kd", params, teacher_root, log=lambda _: None)

@@ -1,0 +1,2 @@
+"""The workbook's foundations: parameters, atomic I/O, datasets, the results layout, pinned
+numerics, the training loop."""

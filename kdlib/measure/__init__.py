@@ -1,0 +1,1 @@
+"""Measurements of trained networks: evaluation, spike and operation counts, energy, statistics over seeds."""
