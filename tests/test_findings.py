@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -140,3 +142,10 @@ def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:
     per_step = runs[runs.variant == "kd"].assign(variant="kd_per_step", accuracy=[0.976, 0.9785])
     both = findings.controls(pd.concat([runs, rate, per_step]))
     assert len(both) == 2 and all("Holm-corrected over the 2 controls" in line for line in both)
+
+
+def test_the_claims_page_lists_the_sources_the_code_compares_with() -> None:
+    """docs/claims.md's table of sources is findings.PAPERS, so the page and the claims table cannot disagree."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "claims.md").read_text()
+    block = text.split("<!-- sources:start")[1].split("-->", 1)[1].split("<!-- sources:end -->")[0]
+    assert block.lstrip("\n") == findings.sources_markdown()

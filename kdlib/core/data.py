@@ -45,7 +45,6 @@ from torch import Tensor
 from kdlib.core.params import DATASETS, DEFAULT_VAL_SIZE
 
 DATA_ROOT_ENV = "KDLIB_DATA_ROOT"
-DatasetName = Literal["mnist", "fashion-mnist", "mnist-5k"]
 Encoding = Literal["direct", "rate"]
 ENCODINGS = ("direct", "rate")
 

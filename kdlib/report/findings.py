@@ -20,12 +20,13 @@ plain tables of metrics:
     one row per (dataset, hardware, convention): the most accurate student's energy per image against the
     ANN teacher's, as :func:`kdlib.measure.energy.verdicts` writes it with a ``dataset`` column (may be empty).
 
-The papers' figures quoted here are listed, with their titles, in ``docs/claims.md``.
+The papers' figures quoted here, with their titles, are :data:`PAPERS`; ``docs/claims.md`` lists them from there.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -79,6 +80,89 @@ def _points(x: float) -> str:
 VERDICTS = ("reproduced", "refuted", "inconclusive")
 
 
+@dataclass(frozen=True)
+class Paper:
+    """A published figure the study is set beside: its source, the claim as the claims table words it, and how the
+    workbook compares (``claim`` None: quoted for context in ``docs/claims.md``, no row, no verdict)."""
+
+    source: str  # authors, title and venue
+    reports: str  # what the paper reports
+    claim: str | None  # the claim column of the claims table
+    compared: str  # how the workbook compares
+
+
+PAPERS: dict[str, Paper] = {
+    "yin": Paper(
+        'Yin et al., "Algorithm and Hardware Design of Discrete-Time Spiking Neural Networks Based on Back Propagation '
+        'with Binary Activations" (2017)', "above 98 % on MNIST with binary activations",
+        "Yin et al. 2017, binary-activation discrete-time SNN: above 98 % on MNIST",
+        "the test accuracy of the better of the two `ste_*` students on MNIST"),
+    "yin_energy": Paper(
+        "Yin et al. (2017), as above", "48.4–773 nJ per image on the authors' 40 nm chip",
+        "Yin et al. 2017: 48.4–773 nJ per image on the authors' 40 nm chip",
+        "the most accurate student's energy under the 45 nm and Loihi models, and the teacher's (estimates of "
+        "another network: always inconclusive)"),
+    "lee": Paper(
+        'Lee et al., "Energy-efficient knowledge distillation for spiking neural networks" (2021)',
+        "on MNIST, up to 0.09 points more accuracy and 65 % fewer spikes than conventional KD",
+        "Lee et al. 2021, heterogeneous-temperature KD: 65 % fewer spikes than KD at +0.09 points (MNIST)",
+        "`hetero_kd` against `kd`, paired by seed: the relative change in spikes per image and the accuracy "
+        "difference"),
+    "lee_front": Paper(
+        "Lee et al. (2021), as above", "as above",
+        "Lee et al. 2021 at matched accuracy: some pair of temperatures gives 65 % fewer spikes than KD",
+        "stage `front`: KD over a grid of (τ_T, τ_S) on the validation split, the fewest spikes within "
+        "`front.match` of plain KD's most accurate point"),
+    "fang": Paper(
+        'Fang et al., "Incorporating Learnable Membrane Time Constant to Enhance Learning of Spiking Neural '
+        'Networks" (PLIF, ICCV 2021)', "a convolutional SNN at T = 8: 99.72 % on MNIST, 94.38 % on Fashion-MNIST",
+        "Fang et al. 2021, convolutional PLIF SNN (T = 8): MNIST 99.72 %, Fashion-MNIST 94.38 %",
+        "the most accurate student of each dataset (fully connected, T = 4: always inconclusive)"),
+    "lasnn": Paper(
+        'Hong et al., "LaSNN: Layer-wise ANN-to-SNN Distillation for Effective and Efficient Training in Deep Spiking '
+        'Neural Networks" (2023)', "competitive accuracy with about 20× faster inference than converted SNNs "
+        "(CIFAR-10/100, Tiny ImageNet)",
+        "LaSNN 2023: a distilled SNN infers about 20× faster than a converted one at equal accuracy",
+        "the steps the teacher's conversion needs to match the most accurate student (any variant) at its T"),
+    "seenn": Paper(
+        'Li et al., "SEENN: Towards Temporal Spiking Early-Exit Neural Networks" (NeurIPS 2023)',
+        "SEENN-II: 96.1 % on CIFAR-10 at 1.08 average time steps",
+        "SEENN 2023: 96.1 % on CIFAR-10 at 1.08 average time steps",
+        "SEENN-I's confidence threshold on the most accurate student: the fewest average steps within 0.1 points "
+        "of its full-T accuracy (another method and dataset: always inconclusive)"),
+    "davies": Paper(
+        'Davies et al., "Advancing Neuromorphic Computing With Loihi: A Survey of Results and Outlook" '
+        "(Proc. IEEE 2021)", "plain feed-forward networks gain little, if anything, on Loihi",
+        "Davies et al. 2021: plain feed-forward networks gain little, if anything, on Loihi",
+        "the most accurate student on Loihi against the INT8 teacher at 45 nm under every Loihi estimate"),
+    "renner": Paper(
+        'Renner et al., "The backpropagation algorithm implemented on spiking neuromorphic hardware" (Nature '
+        "Communications 2024), measured on Loihi", "a 400-400-10 network: 96.3 % on MNIST, about 2.5 µJ and "
+        "0.17 ms per image",
+        "Renner et al. 2024, measured on Loihi: 400-400-10 at 96.3 % on MNIST, about 2.5 µJ per image",
+        "the Loihi stage's deployed MNIST student (another network; estimates, not a measurement: always "
+        "inconclusive)"),
+    "kdsnn": Paper(
+        'Xu et al., "Constructing Deep Spiking Neural Networks from Artificial Neural Networks with Knowledge '
+        'Distillation" (KDSNN, CVPR 2023)', "response and feature distillation together; robustness to noise",
+        None, "context only: `joint_kd` is this method; it is compared with scratch and kd like every variant"),
+    "tssl": Paper(
+        'Zhang and Li, "Temporal Spike Sequence Learning via Backpropagation for Deep Spiking Neural Networks" '
+        "(TSSL-BP, NeurIPS 2020)", "89.80 % on Fashion-MNIST with 784-400-400-10 at T = 5", None,
+        "context only: the Fashion-MNIST students have the same widths at T = 4"),
+    "lava_tutorial": Paper(
+        "lava-dl's MNIST tutorial", "99.28 % on MNIST with a 784-512-512-10 CUBA network at T = 16", None,
+        "context only: the Loihi stage's SLAYER baseline is a smaller network trained for fewer epochs"),
+}
+
+
+def sources_markdown() -> str:
+    """``docs/claims.md``'s table of sources, from :data:`PAPERS`."""
+    lines = ["| source | what it reports | the claims table's row | how the workbook compares |", "|---|---|---|---|"]
+    lines += [f"| {p.source} | {p.reports} | {p.claim or '– (no row)'} | {p.compared} |" for p in PAPERS.values()]
+    return "\n".join(lines) + "\n"
+
+
 def _against(low: float, high: float, threshold: float) -> str:
     """Where an interval lies against a claimed value that should be reached: above it (``reproduced``),
     below it (``refuted``) or across it (``inconclusive``)."""
@@ -123,7 +207,7 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
     rows = []
     means = seed_means(runs)
     for dataset in dict.fromkeys(runs.dataset):
-        def add(claim: str, measured: str, verdict: str, why: str, dataset: str = dataset) -> None:
+        def add(claim: str | None, measured: str, verdict: str, why: str, dataset: str = dataset) -> None:
             rows.append({"claim": claim, "dataset": dataset, "measured": measured, "verdict": verdict, "why": why})
 
         spikes_pair, acc_pair = (_paired(runs, dataset, "hetero_kd", "kd", c) for c in ("spikes", "accuracy"))
@@ -139,7 +223,7 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
                    "inconclusive": "the interval of the spike reduction includes 65 %"}[spike_verdict]
             why += {"refuted": "; accuracy is lost", "reproduced": "; no accuracy is lost",
                     "inconclusive": "; the accuracy interval includes 0 (no change detectable either way)"}[no_loss]
-            add("Lee et al. 2021, heterogeneous-temperature KD: 65 % fewer spikes than KD at +0.09 points (MNIST)",
+            add(PAPERS["lee"].claim,
                 f"{_spikes_text(fewer, 1)} at {_points(d_mean)} "
                 f"({_ci(d_low, d_high, unit=' points')}), {len(spikes_pair)} seeds paired",
                 *_on_papers_dataset(dataset, _combine(spike_verdict, no_loss), why))
@@ -152,7 +236,7 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
             most = (f"at most {_fewer(f['largest_saving.saving'])} at any accuracy (τ_T "
                     f"{f['largest_saving.tau_teacher']:g}, τ_S {f['largest_saving.tau_student']:g}, "
                     f"{_points(f['largest_saving.accuracy_difference'])})")
-            add("Lee et al. 2021 at matched accuracy: some pair of temperatures gives 65 % fewer spikes than KD",
+            add(PAPERS["lee_front"].claim,
                 f"{at_match}; {most}; against plain KD's most accurate point (τ {f['reference.tau_teacher']:g})",
                 *_on_papers_dataset(dataset, f["paper"], "KD's front over (τ_T, τ_S) on the validation split, one "
                                     "seed per pair (no interval): reproduced if a pair within the margin saves 65 %, "
@@ -162,14 +246,14 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
             better = max(ste, key=lambda v: means.loc[(dataset, v), "accuracy"])
             acc = _interval(runs[(runs.dataset == dataset) & (runs.variant == better)].accuracy)
             verdict = _against(acc[1], acc[2], 0.98)
-            add("Yin et al. 2017, binary-activation discrete-time SNN: above 98 % on MNIST",
+            add(PAPERS["yin"].claim,
                 f"{100 * acc[0]:.2f} % ({better}, the better STE variant; {_ci(acc[1], acc[2])})", verdict,
                 {"reproduced": "the whole interval lies above 98 %", "refuted": "the whole interval lies below 98 %",
                  "inconclusive": "the interval includes 98 %"}[verdict])
         part = means.xs(dataset, level="dataset")
         best = str(part["accuracy"].idxmax())
         acc = _interval(runs[(runs.dataset == dataset) & (runs.variant == best)].accuracy)
-        add("Fang et al. 2021, convolutional PLIF SNN (T = 8): MNIST 99.72 %, Fashion-MNIST 94.38 %",
+        add(PAPERS["fang"].claim,
             f"{100 * acc[0]:.2f} % ({best}, fully connected student; {_ci(acc[1], acc[2])})", "inconclusive",
             "not the paper's network: a convolutional PLIF network against a fully connected LIF student")
         if dataset in spikes.index:
@@ -182,14 +266,14 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
                 latency = (f"the conversion needs {steps:g} steps to match {s.best_variant} at T = {s.best_steps:g}: "
                            f"{s.conversion_latency_ratio:.3g}×")
                 verdict = "reproduced" if s.conversion_latency_ratio >= 20 else "refuted"
-            add("LaSNN 2023: a distilled SNN infers about 20× faster than a converted one at equal accuracy", latency,
+            add(PAPERS["lasnn"].claim, latency,
                 verdict, "one conversion of one teacher (no interval), on this dataset with fully connected networks; "
                 "the paper's are convolutional networks on CIFAR and Tiny ImageNet")
-            add("SEENN 2023: 96.1 % on CIFAR-10 at 1.08 average time steps",
+            add(PAPERS["seenn"].claim,
                 f"{s['early_exit_mean_steps_within_0.1_points']:.2f} average steps within 0.1 points of "
                 f"{s.best_variant}'s full-T accuracy", "inconclusive",
                 "SEENN-I (confidence threshold) on this dataset; the claim is SEENN-II's on CIFAR-10")
-            add("Yin et al. 2017: 48.4–773 nJ per image on the authors' 40 nm chip",
+            add(PAPERS["yin_energy"].claim,
                 f"{s.best_variant}: {s.best_energy_45nm_nj:,.0f} nJ (45 nm model), {s.best_energy_loihi_nj:,.0f} nJ "
                 f"(Loihi model); the ANN teacher {s.teacher_energy_45nm_nj:,.0f} nJ (45 nm)", "inconclusive",
                 "per-operation estimates of another network, not a measurement on the authors' chip")
@@ -198,12 +282,12 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
             if len(loihi):
                 cheaper = int((loihi.ratio < 1).sum())
                 verdict = "reproduced" if cheaper == 0 else "refuted" if cheaper == len(loihi) else "inconclusive"
-                add("Davies et al. 2021: plain feed-forward networks gain little, if anything, on Loihi",
+                add(PAPERS["davies"].claim,
                     f"on Loihi the most accurate student costs {loihi.ratio.min():.3g}–{loihi.ratio.max():.3g}× the "
                     f"INT8 teacher at 45 nm ({cheaper} of {len(loihi)} estimates cheaper)", verdict,
                     "estimates under every Loihi cost table and input convention of the energy tables")
         for _, chip in chips[chips.dataset == "mnist"].iterrows() if dataset == "mnist" and not chips.empty else ():
-            add("Renner et al. 2024, measured on Loihi: 400-400-10 at 96.3 % on MNIST, about 2.5 µJ per image",
+            add(PAPERS["renner"].claim,
                 f"the {chip.variant} student, {'-'.join(map(str, chip.hidden))}-10, at "
                 f"{100 * chip.lava_accuracy:.2f} % in Lava, {chip.loihi_energy_per_image_nj / 1000:,.1f} µJ per image "
                 "on the pre-silicon Loihi model",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -77,3 +78,192 @@ def spikes_by_layer(runs: Sequence[dict[str, float]]) -> Figure:
     ax.set(ylabel="spikes per image", title=f"{total:,.0f} in total{mean_of}")
     fig.tight_layout()
     return fig
+
+
+# ------------------------------------------------------------------------------------------------ the study report
+def tuning_history(history: pd.DataFrame, variants: Sequence[str]) -> Figure:
+    """Each study's best validation accuracy so far against the trial (:func:`kdlib.report.studies.history`), one
+    panel per dataset."""
+    n = history.dataset.nunique()
+    fig, axes = plt.subplots(1, n, figsize=(6.5 * n, 4.2), squeeze=False)
+    for ax, (dataset, part) in zip(axes[0], history.groupby("dataset", sort=False), strict=True):
+        for variant in [v for v in variants if v in set(part.variant)]:
+            curve = part[part.variant == variant]
+            ax.step(curve.number - curve.number.min(), curve.best_so_far, where="post", label=variant)
+        ax.set(title=f"{dataset}: best validation accuracy so far", xlabel="trial", ylabel="validation accuracy")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def importances(weights: pd.DataFrame) -> Figure:
+    """fANOVA importances (rows: dataset and variant, columns: hyperparameters) as one heatmap per dataset."""
+    n = weights.index.get_level_values(0).nunique()
+    fig, axes = plt.subplots(1, n, squeeze=False, figsize=(6.5 * n, 0.45 * len(weights) + 1.5))
+    for ax, (dataset, part) in zip(axes[0], weights.groupby(level=0, sort=False), strict=True):
+        sns.heatmap(part.droplevel(0), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", cbar=False, ax=ax)
+        ax.set(title=f"{dataset}: hyperparameter importance (fANOVA)", xlabel="", ylabel="")
+    return fig
+
+
+def energy_conventions(conventions: pd.DataFrame, datasets: Sequence[str]) -> sns.FacetGrid:
+    """Accuracy against energy per image, one panel per dataset and cost table, coloured by the convention for
+    the first layer's input; dashed lines: the ANN teacher (FP32 in the FP32 panel, INT8 elsewhere); a cross:
+    Renner et al.'s measured network, on its dataset's Loihi panels."""
+    from matplotlib.ticker import NullFormatter
+
+    from kdlib.measure import energy as E
+
+    points = conventions.groupby(["dataset", "model", "hardware", "convention"], sort=False, as_index=False)[
+        ["accuracy", "energy_nj"]].mean()
+    points["input"] = points.convention.map(E.CONVENTIONS)
+    kinds = {"ANN teacher": "ANN teacher", " on Loihi": "deployed student, in Lava"}
+    points["model kind"] = [next((k for key, k in kinds.items() if key in m), "SNN student") for m in points.model]
+    palette = dict(zip(E.CONVENTIONS.values(), sns.color_palette(n_colors=len(E.CONVENTIONS)), strict=True))
+    grid = sns.relplot(data=points, x="energy_nj", y="accuracy", hue="input", hue_order=list(E.CONVENTIONS.values()),
+                       palette=palette, style="model kind", markers=["o", "D", "*"],
+                       style_order=["SNN student", "ANN teacher", "deployed student, in Lava"],
+                       row="dataset", row_order=[d for d in datasets if d in set(points.dataset)],
+                       col="hardware", col_order=E.HARDWARE, height=3.0, aspect=1.15, s=55,
+                       facet_kws={"sharex": False, "sharey": "row"})
+    for (dataset, hardware), ax in grid.axes_dict.items():
+        rival = "45 nm FP32" if hardware == "45 nm FP32" else "45 nm INT8"
+        shown_here = set(points[(points.dataset == dataset) & (points.hardware == hardware)].input)
+        for _, t in points[(points.dataset == dataset) & (points.hardware == rival)
+                           & (points["model kind"] == "ANN teacher")].iterrows():
+            if t.input in shown_here:
+                ax.axvline(t.energy_nj, color=palette[t.input], linestyle="--", linewidth=1)
+        if dataset == E.RENNER_2024.dataset and hardware.startswith("Loihi"):
+            ax.scatter(E.RENNER_2024.energy_nj, E.RENNER_2024.accuracy, marker="X", s=80, color="black")
+            ax.annotate("Renner et al. 2024,\nmeasured", (E.RENNER_2024.energy_nj, E.RENNER_2024.accuracy),
+                        textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.set(xscale="log", title=f"{dataset}: {hardware}")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    grid.set_axis_labels("energy per image (nJ)", "test accuracy")
+    return grid
+
+
+VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "no detectable difference": "grey"}
+
+
+def comparisons(table: pd.DataFrame) -> Figure | None:
+    """The accuracy rows of :func:`kdlib.measure.stats.compare_variants`: each variant's difference from a baseline
+    with its 95 % interval, coloured by verdict, one panel per dataset and baseline (None: nothing compared)."""
+    part = table[table.measure == "accuracy"].assign(
+        difference=lambda t: 100 * t.difference, low=lambda t: 100 * t.low, high=lambda t: 100 * t.high)
+    panels = list(part.groupby(["dataset", "baseline"], sort=False))
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False, sharey=False)
+    for ax, ((dataset, baseline), rows) in zip(axes[0], panels, strict=True):
+        y = range(len(rows))
+        for i, (_, r) in zip(y, rows.iterrows(), strict=True):
+            ax.errorbar(r.difference, i, xerr=[[r.difference - r.low], [r.high - r.difference]], fmt="o",
+                        color=VERDICT_COLOURS[r.verdict], capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set(yticks=list(y), yticklabels=list(rows.variant), title=f"{dataset}: against {baseline}",
+               xlabel="test accuracy difference (points, 95 % CI)")
+        ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def _front_panel(ax: plt.Axes, part: pd.DataFrame, norm: Any) -> Any:
+    """One dataset's fronts: KD's points coloured by τ_S / τ_T and labelled τ_T/τ_S, rate_reg's line over λ."""
+    kd_part = part[part.kind != "rate_reg"]
+    ratio = kd_part.tau_student / kd_part.tau_teacher
+    for kind, marker in (("kd", "s"), ("hetero_kd", "o")):
+        rows = kd_part.kind == kind
+        points = ax.scatter(kd_part.spikes_per_image[rows], kd_part.val_accuracy[rows], c=ratio[rows],
+                            cmap="viridis", norm=norm, marker=marker, s=60, edgecolor="black", linewidth=0.5,
+                            label="plain KD (τ_S = τ_T)" if kind == "kd" else "heterogeneous KD (τ_S < τ_T)")
+    for _, r in kd_part.iterrows():
+        ax.annotate(f"{r.tau_teacher:g}/{r.tau_student:g}", (r.spikes_per_image, r.val_accuracy), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    rate = part[part.kind == "rate_reg"].sort_values("rate_lambda")
+    if len(rate):
+        ax.plot(rate.spikes_per_image, rate.val_accuracy, "^--", color="tab:red", label="rate_reg (λ)")
+        for _, r in rate.iterrows():
+            ax.annotate(f"λ={r.rate_lambda:g}", (r.spikes_per_image, r.val_accuracy), fontsize=7, color="tab:red",
+                        xytext=(4, -9), textcoords="offset points")
+    low = kd_part.val_accuracy.min() - 0.01  # KD's front readable: a collapsed penalty is named, not drawn
+    below = rate[rate.val_accuracy < low]
+    if len(below):
+        ax.text(0.02, 0.97, "below the axis:\n" + "\n".join(  # top left: the legend sits bottom right
+            f"λ={r.rate_lambda:g} ({100 * r.val_accuracy:.1f} %, {r.spikes_per_image:,.0f} spikes)"
+            for _, r in below.iterrows()), transform=ax.transAxes, fontsize=7, color="tab:red", va="top")
+    ax.set_ylim(low, kd_part.val_accuracy.max() + 0.004)
+    ax.set(title=f"{part.dataset.iloc[0]}: fronts (labels τ_T/τ_S)", xlabel="hidden spikes per validation image",
+           ylabel="validation accuracy")
+    ax.legend(fontsize=8, loc="lower right")
+    return points
+
+
+def fronts(front: pd.DataFrame) -> Figure:
+    """The front stage's points (:func:`kdlib.report.studies.fronts`), one panel per dataset."""
+    datasets = list(dict.fromkeys(front.dataset))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.8 * len(datasets), 4.6), squeeze=False,
+                             layout="constrained")
+    norm = plt.matplotlib.colors.LogNorm((front.tau_student / front.tau_teacher).min(), 1.0)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        points = _front_panel(ax, front[front.dataset == dataset], norm)
+    fig.colorbar(points, ax=axes[0].tolist(), label="τ_S / τ_T")
+    return fig
+
+
+def accuracy_spikes(students: pd.DataFrame, variants: Sequence[str]) -> Figure:
+    """Test accuracy against spikes per test image, one point per trained student, one panel per dataset."""
+    datasets = list(dict.fromkeys(students.dataset))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.5 * len(datasets), 4.5), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        part = students[students.dataset == dataset]
+        sns.scatterplot(data=part, x="spikes_per_image.total", y="test_accuracy", hue="variant", style="variant",
+                        hue_order=variants, s=70, ax=ax)
+        ax.set(title=dataset, xlabel="spikes per test image", ylabel="test accuracy")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _order(models: pd.Series, variants: Sequence[str]) -> list[str]:
+    """The variants in the study's order, then any other model (a baseline) by name."""
+    return [*variants, *sorted(set(models) - set(variants))]
+
+
+def accuracy_steps(steps: pd.DataFrame, teachers: pd.Series, variants: Sequence[str]) -> sns.FacetGrid:
+    """Mean test accuracy against the time steps read out, per model, one panel per dataset; dashed: the teacher
+    (``teachers``: test accuracy by dataset)."""
+    curve = steps.groupby(["dataset", "model", "steps"], as_index=False).accuracy.mean()
+    grid = sns.relplot(data=curve, x="steps", y="accuracy", hue="model", hue_order=_order(curve.model, variants),
+                       col="dataset", kind="line", marker="o", facet_kws={"sharey": False}, height=3.6, aspect=1.4)
+    grid.set(xscale="log", ylim=(0.8, 1.0))
+    for dataset, ax in grid.axes_dict.items():
+        ax.axhline(teachers[dataset], color="grey", ls="--", lw=1)
+        ax.set_title(f"{dataset} (dashed: ANN teacher)")
+    return grid
+
+
+def early_exit(exits: pd.DataFrame, variants: Sequence[str]) -> sns.FacetGrid:
+    """Accuracy against the average steps per image over the exit thresholds (means over seeds), per dataset."""
+    grid = sns.relplot(data=exits, x="mean_steps", y="accuracy", hue="variant", hue_order=variants, col="dataset",
+                       kind="line", marker="o", sort=False, facet_kws={"sharey": False}, height=3.6, aspect=1.3)
+    grid.set_axis_labels("average time steps per image", "test accuracy")
+    grid.set_titles("{col_name}: early exit")
+    return grid
+
+
+def noise(table: pd.DataFrame, variants: Sequence[str]) -> sns.FacetGrid:
+    """Mean test accuracy against the noise level, per model, one panel per dataset and corruption."""
+    grid = sns.relplot(data=table, x="level", y="accuracy", hue="model", hue_order=_order(table.model, variants),
+                       row="dataset", col="corruption", kind="line", marker="o", facet_kws={"sharex": False},
+                       height=3.2, aspect=1.4)
+    grid.set_axis_labels("noise level", "test accuracy")
+    grid.set_titles("{row_name}: {col_name}")
+    return grid
+
+
+def validation_curves(curves: pd.DataFrame, variants: Sequence[str]) -> sns.FacetGrid:
+    """Validation accuracy per epoch and variant (mean over seeds with their spread), one panel per dataset."""
+    grid = sns.relplot(data=curves, x="epoch", y="val_accuracy", hue="variant", col="dataset", kind="line",
+                       hue_order=variants, facet_kws={"sharey": False}, height=3.8, aspect=1.3)
+    grid.set_axis_labels("epoch", "validation accuracy")
+    return grid
