@@ -1,19 +1,39 @@
-"""Collect the metrics of every stage run into tables (for the README and the report).
+"""The committed results in words and tables: ``docs/results.md`` and the README's headline findings.
+
+Both are generated from ``results/`` (and ``params.yaml``) by pure functions of the repository's root
+(:func:`results_page`, :func:`headline`); their sentences come from :mod:`kdlib.report.findings`, the one
+source of the study's words. A test holds the committed page and the README's block to what they generate.
 
 ::
 
-    python -m kdlib.report.summary          # markdown tables of the committed results
+    python -m kdlib.report.summary            # write docs/results.md (and docs/claims.md's table of sources)
+    python -m kdlib.report.summary --readme   # ... and the README's headline block
+    python -m kdlib.report.summary --check    # exit 1, naming the file, where either is not what the results give
+    python -m kdlib.report.summary --stdout   # print docs/results.md instead of writing it
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from kdlib.core.layout import COMPARISONS_FILE, DEPLOYED_FILE, FLIPS_FILE, METRICS_FILE, results_dir, stage_files
+
+RESULTS_PAGE = Path("docs/results.md")
+README = Path("README.md")
+CLAIMS_PAGE = Path("docs/claims.md")  # its table of sources is findings.PAPERS
+HEADLINE_START = "<!-- headline:start -->"
+HEADLINE_END = "<!-- headline:end -->"
+COMMAND = "uv run python -m kdlib.report.summary"
+WIDTH = 110  # where the generated sentences are wrapped
 
 
 def load_metrics(root: Path, stage: str) -> pd.DataFrame:
@@ -48,33 +68,169 @@ def student_table(students: pd.DataFrame, variants: list[str] | None = None) -> 
     return table
 
 
-def markdown(root: Path, variants: list[str] | None = None) -> str:
-    """The README's results section: the teacher per dataset, then the students per dataset."""
-    lines = []
-    teachers = load_metrics(root, "teacher")
-    if not teachers.empty:
-        lines += ["| dataset | teacher test accuracy | val accuracy | epochs | train time (s) |",
-                  "|---|---|---|---|---|"]
-        for _, t in teachers.iterrows():
-            lines.append(f"| {t.dataset} | {t.test_accuracy:.2%} | {t.val_accuracy:.2%} | {t.epochs} | "
-                         f"{t.train_seconds:.0f} |")
+@dataclass(frozen=True)
+class Study:
+    """What the sentences are made from, in :mod:`kdlib.report.findings`' tables (its module docstring)."""
+
+    params: Any | None            # the validated params.yaml, None where the root has none
+    runs: pd.DataFrame            # one row per trained student
+    means: pd.DataFrame           # one row per (dataset, variant), the mean over seeds
+    teachers: pd.Series           # the teachers' test accuracy by dataset
+    chips: pd.DataFrame           # the Loihi stage's metrics, one row per dataset (may be empty)
+    flips: pd.DataFrame | None    # the report's energy verdicts (results/report/energy_flips.csv)
+    comparisons: pd.DataFrame | None  # the report's paired comparisons (results/report/comparisons.csv)
+
+
+def study(root: Path) -> Study:
+    """The committed results under ``root`` read back as :class:`Study`, datasets in ``params.yaml``'s order (as
+    the report orders them)."""
+    from kdlib.core import params as P
+    from kdlib.report import findings
+
+    params = P.load(root / "params.yaml") if (root / "params.yaml").is_file() else None
     students = load_metrics(root, "distill")
-    if not students.empty:
-        table = student_table(students, variants)
-        for dataset in table.index.get_level_values(0).unique():
-            lines += ["", f"**{dataset}** (mean ± std over seeds, T = {int(students.steps.max())})", "",
-                      "| variant | test accuracy | spikes / image | SynOps / image | seeds |", "|---|---|---|---|---|"]
-            for variant, r in table.loc[dataset].iterrows():
-                lines.append(
-                    f"| {variant} | {r['test_accuracy']:.2%}{_spread(r['test_accuracy_std'], '.2%')} | "
-                    f"{r['spikes_per_image.total']:,.0f}{_spread(r['spikes_per_image.total_std'], ',.0f')} | "
-                    f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
-    lines += _comparison_lines(root)
-    lines += _tuning_lines(root, variants)
-    lines += _front_lines(root)
-    lines += _energy_lines(root)
-    lines += _deployment_lines(root)
-    return "\n".join(lines)
+    runs = students.rename(columns={"test_accuracy": "accuracy", "spikes_per_image.total": "spikes"})
+    order = [*(params.data.datasets if params else []), *sorted(set(runs.dataset))]
+    runs = runs.sort_values("dataset", key=lambda d: d.map(order.index), kind="stable")
+    means = findings.seed_means(runs) if not runs.empty else pd.DataFrame()
+    teachers = load_metrics(root, "teacher")
+    report = results_dir("report", [], root)
+    tables = {name: pd.read_csv(report / name) if (report / name).is_file() else None
+              for name in (FLIPS_FILE, COMPARISONS_FILE)}
+    return Study(params, runs, means, teachers.set_index("dataset").get("test_accuracy", pd.Series(dtype=float)),
+                 load_metrics(root, "loihi"), tables[FLIPS_FILE], tables[COMPARISONS_FILE])
+
+
+def headline(root: Path) -> str:
+    """The README's headline findings, one bullet each: :func:`kdlib.report.findings.findings` on the students
+    alone (per dataset, the most accurate student against scratch and the teacher, and heterogeneous-temperature
+    KD against KD); the energy and Loihi findings, and the rest, are on the results page."""
+    from kdlib.report import findings
+
+    s = study(root)
+    if s.means.empty:
+        return ""
+    return "\n".join(map(_bullet, findings.findings(s.means, s.teachers, s.chips.iloc[0:0], None, s.comparisons)))
+
+
+def results_page(root: Path) -> str:
+    """``docs/results.md``: how it was made, the run's setting, every finding in words, then :func:`markdown`."""
+    from kdlib.report import findings
+
+    s = study(root)
+    lines = ["# Results", "", *textwrap.wrap(
+        f"This page is generated: `{COMMAND}` writes it from the committed results (`results/`, the run that "
+        "`dvc.lock` records), and a test holds it to them, so change `kdlib/report/summary.py` or rerun the study, "
+        "not this page. The rendered report (`reports/index.html`, made by the `reports` stage) shows the same "
+        "results with their figures.", WIDTH, break_on_hyphens=False)]
+    if s.params is not None:
+        lines += ["", *textwrap.wrap(_setting(s.params), WIDTH, break_on_hyphens=False)]
+    if not s.means.empty:
+        found = (findings.findings(s.means, s.teachers, s.chips, s.flips, s.comparisons)
+                 + findings.controls(s.runs))
+        lines += ["", "## Findings", "", *map(_bullet, found)]
+    tables = markdown(root, s.params.distill.variants if s.params is not None else None)
+    return "\n".join([*lines, *(["", tables] if tables else [])]) + "\n"
+
+
+def _setting(params: Any) -> str:
+    """The run's setting in words, from ``params.yaml``."""
+    tune, student = params.tune, params.student
+    how = (f"with the values its tuning study chose on the validation split (`tune.use: tuned`; the same budget "
+           f"for every method, {tune.trials} trials of {tune.epochs} epochs)" if tune.use == "tuned" else
+           "with the hand-set values under `variants` in `params.yaml` (`tune.use: hand-set`)")
+    shape = "-".join(map(str, [784, *student.hidden, 10])) if student.arch == "mlp" else student.arch
+    own = ", ".join(f"{name} with " + " and ".join(_own(*item) for item in params.variants[name].student.items())
+                    for name in params.distill.variants if params.variants[name].student)
+    layers = "both hidden layers" if len(student.hidden) == 2 else f"all {len(student.hidden)} hidden layers"
+    seeds = len(params.distill.seeds)
+    return (f"Every method trains {how}, on {seeds} seed{'' if seeds == 1 else 's'}. Test accuracy of the model "
+            f"selected on validation accuracy; students are {shape} {_NEURONS.get(student.neuron, student.neuron)} "
+            f"networks at T = {student.steps} with {_ENCODINGS.get(student.encoding, student.encoding)}"
+            + (f" (but {own})" if own else "")
+            + f", trained for {student.epochs} epochs; spikes are counted over {layers} and all steps, per test image.")
+
+
+_NEURONS = {"lif": "LIF"}
+_ENCODINGS = {"direct": "direct input", "rate": "rate-coded input"}
+
+
+def _own(key: str, value: Any) -> str:
+    """A variant's own student setting in words."""
+    if key == "neuron":
+        return f"{_NEURONS.get(value, value)} neurons"
+    return _ENCODINGS.get(value, str(value)) if key == "encoding" else f"{key} {value}"
+
+
+_BLOCK_START = re.compile(r"([-+*>#|=]|\d+[.)])(\s|$)")
+
+
+def _bullet(sentence: str) -> str:
+    """``sentence`` as a markdown bullet wrapped at :data:`WIDTH` (on one line where a wrapped line would start a
+    block of its own)."""
+    lines = textwrap.wrap(sentence, WIDTH, initial_indent="- ", subsequent_indent="  ", break_long_words=False,
+                          break_on_hyphens=False)
+    return f"- {sentence}" if any(_BLOCK_START.match(line.lstrip()) for line in lines[1:]) else "\n".join(lines)
+
+
+def with_block(text: str, name: str, block: str) -> str:
+    """``text`` with ``block`` between its ``<!-- name:start … -->`` and ``<!-- name:end -->`` markers."""
+    start, end = text.find(f"<!-- {name}:start"), text.find(f"<!-- {name}:end -->")
+    if start < 0 or end < start:
+        raise ValueError(f"no <!-- {name}:start --> … <!-- {name}:end --> block")
+    opened = text.index("-->", start) + len("-->")
+    return f"{text[:opened]}\n{block}{chr(10) if block and not block.endswith(chr(10)) else ''}{text[end:]}"
+
+
+def with_headline(readme: str, block: str) -> str:
+    """``readme`` with ``block`` between its :data:`HEADLINE_START` and :data:`HEADLINE_END` markers."""
+    try:
+        return with_block(readme, "headline", block)
+    except ValueError:
+        raise ValueError(f"the README has no {HEADLINE_START} … {HEADLINE_END} block") from None
+
+
+def markdown(root: Path, variants: list[str] | None = None) -> str:
+    """The result tables, each under its heading (those the results hold): the teachers and the students per
+    dataset, the paired comparisons, the tuned values, the fronts, the energy verdicts, the deployments."""
+    sections = [("Teachers and students", ["", *_teacher_lines(root), *_student_lines(root, variants)]),
+                ("Which differences are real", _comparison_lines(root)),
+                ("The tuned values", _tuning_lines(root, variants)),
+                ("The temperature fronts", _front_lines(root)),
+                ("Energy per image", _energy_lines(root)),
+                ("The students on Loihi", _deployment_lines(root))]
+    lines = [line for title, body in sections if any(body) for line in ["", f"## {title}", *body]]
+    return "\n".join(lines).strip("\n")
+
+
+def _teacher_lines(root: Path) -> list[str]:
+    """Stage teacher: one row per dataset."""
+    teachers = load_metrics(root, "teacher")
+    if teachers.empty:
+        return []
+    lines = ["| dataset | teacher test accuracy | val accuracy | epochs | train time (s) |", "|---|---|---|---|---|"]
+    for _, t in teachers.iterrows():
+        lines.append(f"| {t.dataset} | {t.test_accuracy:.2%} | {t.val_accuracy:.2%} | {t.epochs} | "
+                     f"{t.train_seconds:.0f} |")
+    return lines
+
+
+def _student_lines(root: Path, variants: list[str] | None) -> list[str]:
+    """Stage distill per dataset: every variant's mean and spread over its seeds."""
+    students = load_metrics(root, "distill")
+    if students.empty:
+        return []
+    lines = []
+    table = student_table(students, variants)
+    for dataset in table.index.get_level_values(0).unique():
+        lines += ["", f"**{dataset}** (mean ± std over seeds, T = {int(students.steps.max())})", "",
+                  "| variant | test accuracy | spikes / image | SynOps / image | seeds |", "|---|---|---|---|---|"]
+        for variant, r in table.loc[dataset].iterrows():
+            lines.append(
+                f"| {variant} | {r['test_accuracy']:.2%}{_spread(r['test_accuracy_std'], '.2%')} | "
+                f"{r['spikes_per_image.total']:,.0f}{_spread(r['spikes_per_image.total_std'], ',.0f')} | "
+                f"{r['synops_per_image']:,.0f} | {int(r['seeds'])} |")
+    return lines
 
 
 def _spread(std: float, spec: str) -> str:
@@ -84,26 +240,21 @@ def _spread(std: float, spec: str) -> str:
 
 def _comparison_lines(root: Path) -> list[str]:
     """Every variant against scratch and against KD, paired by seed and Holm-corrected
-    (``results/report/comparisons.csv``): the difference of test accuracy and of spikes with its 95 % interval."""
+    (``results/report/comparisons.csv``), as the report shows them (:func:`kdlib.report.tables.comparisons_wide`)."""
+    from kdlib.report.tables import comparisons_wide
+
     path = results_dir("report", [], root) / COMPARISONS_FILE
     if not path.is_file():
         return []
-    table = pd.read_csv(path)
+    wide = comparisons_wide(pd.read_csv(path)).fillna("")
     lines = []
-    for dataset, part in table.groupby("dataset", sort=False):
+    for dataset, part in wide.groupby(level="dataset", sort=False):
         lines += ["", f"**{dataset}: which differences are real** (variant − baseline, paired by seed, 95 % interval, "
                   "Holm-corrected p; test accuracy in points, spikes per image)", "",
-                  "| variant | baseline | accuracy (points) | p | verdict | spikes / image | p | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
-        keys = ["variant", "baseline"]
-        both = part[part.measure == "accuracy"].merge(part[part.measure == "spikes"], on=keys, how="outer",
-                                                        suffixes=("", "_spikes"), sort=False)
-        for _, r in both.iterrows():
-            acc = ("" if pd.isna(r.difference) else f"{100 * r.difference:+.2f} [{100 * r.low:+.2f}, "
-                   f"{100 * r.high:+.2f}] | {r.p_holm:.2g} | {r.verdict}")
-            spk = ("" if pd.isna(r.difference_spikes) else f"{r.difference_spikes:+,.0f} [{r.low_spikes:+,.0f}, "
-                   f"{r.high_spikes:+,.0f}] | {r.p_holm_spikes:.2g} | {r.verdict_spikes}")
-            lines.append(f"| {r.variant} | {r.baseline} | {acc or ' | | '} | {spk or ' | | '} |")
+                  "| variant | baseline | " + " | ".join(f"{m}: {k}" for m, k in part.columns) + " |",
+                  "|---|---|" + "---|" * len(part.columns)]
+        for (_, baseline, variant), row in part.iterrows():
+            lines.append(f"| {variant} | {baseline} | " + " | ".join(map(str, row)) + " |")
     return lines
 
 
@@ -132,7 +283,7 @@ def _front_lines(root: Path) -> list[str]:
     from kdlib.report.studies import fronts
 
     _, matched = fronts(root)
-    return ["", *(f"- {line}" for line in front(matched))] if not matched.empty else []
+    return ["", *map(_bullet, front(matched))] if not matched.empty else []
 
 
 def _deployment_lines(root: Path) -> list[str]:
@@ -178,15 +329,44 @@ def _energy_lines(root: Path) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kdlib.report.summary", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, default=Path.cwd())
+    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the repository (default: here)")
+    parser.add_argument("--readme", action="store_true", help="rewrite the README's headline block too")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 where docs/results.md or the README's block is stale")
+    parser.add_argument("--stdout", action="store_true", help="print docs/results.md instead of writing it")
     args = parser.parse_args(argv)
-    from kdlib.core import params as P
+    root = args.root.resolve()
+    page = results_page(root)
+    if args.stdout:
+        sys.stdout.write(page)
+        return 0
+    from kdlib.report.findings import sources_markdown
 
-    variants = P.load(args.root / "params.yaml").distill.variants
-    print(markdown(args.root.resolve(), variants))
+    wanted = {RESULTS_PAGE: page}
+    if (root / CLAIMS_PAGE).is_file():  # the repository's page (a bare results folder has none)
+        wanted[CLAIMS_PAGE] = with_block((root / CLAIMS_PAGE).read_text(), "sources", sources_markdown())
+    if args.readme or args.check:
+        try:
+            wanted[README] = with_headline((root / README).read_text(), headline(root))
+        except (OSError, ValueError) as err:
+            print(f"{README}: {err}", file=sys.stderr)
+            return 1
+    if args.check:
+        stale = [path for path, text in wanted.items()
+                 if not (root / path).is_file() or (root / path).read_text() != text]
+        for path in stale:
+            print(f"{path} is not what the committed results generate: run `{COMMAND} --readme`", file=sys.stderr)
+        return 1 if stale else 0
+    from kdlib.core.io import atomic_path
+
+    for path, text in wanted.items():
+        with atomic_path(root / path) as tmp:
+            tmp.write_text(text)
+        print(f"wrote {path}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
