@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -33,6 +34,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # the longest groups first, so that the workers do not end on them (a stable sort keeps each order)
     first = {"notebooks": 0, "test_pipeline": 1, "test_reliability": 2}
     items.sort(key=lambda item: first.get("notebooks" if item.path.suffix == ".ipynb" else item.path.stem, 3))
+
+
+def imported_names(nodes: list[ast.AST]) -> list[tuple[str, int]]:
+    """Every absolute module name the import statements among ``nodes`` import, with its line: ``import a.b`` gives
+    ``a.b``; ``from a import b`` gives ``a`` and ``a.b`` (``b`` may be a module or a name in ``a``)."""
+    found = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+            found += [(name, node.lineno) for name in names]
+    return found
 
 
 def shared_data_root() -> Path | None:

@@ -10,7 +10,8 @@ from torch import nn
 
 from kdlib.core.data import Dataset, batches, encode
 from kdlib.measure import energy as E
-from kdlib.measure.spikes import DAVIES_2018, SpikeCounter
+from kdlib.measure.energy import DAVIES_2018
+from kdlib.measure.spikes import SpikeCounter
 from kdlib.snn.quantize import INT8_MAX, quantize_int8
 from kdlib.snn.students import LIFParameters, SpikingMLP
 from kdlib.snn.teachers import MLPTeacher

@@ -21,6 +21,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from conftest import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
@@ -37,16 +38,10 @@ ALLOWED = {
 def _imported_packages(path: Path) -> dict[str, int]:
     """The kdlib packages ``path`` imports, each with the first line that does."""
     found: dict[str, int] = {}
-    for node in ast.walk(ast.parse(path.read_text())):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "kdlib" and len(parts) > 1 and parts[1] in ALLOWED:
-                found.setdefault(parts[1], node.lineno)
+    for name, line in imported_names(list(ast.walk(ast.parse(path.read_text())))):
+        parts = name.split(".")
+        if parts[0] == "kdlib" and len(parts) > 1 and parts[1] in ALLOWED:
+            found.setdefault(parts[1], line)
     return found
 
 

@@ -15,9 +15,9 @@ from kdlib.core.data import Dataset, Split
 from kdlib.core.params import KDVariant
 from kdlib.kd.distill import distill
 from kdlib.kd.losses import build_objective
-from kdlib.loihi import deploy, nir_export, slayer
-from kdlib.measure.spikes import loihi_estimate
-from kdlib.snn.students import LeakySTEParameters, LIFParameters, SpikingMLP
+from kdlib.loihi import deploy, nir_export, slayer, study
+from kdlib.measure.energy import loihi_estimate
+from kdlib.snn.students import LeakySTEParameters, LIFParameters, SpikingMLP, load_student
 from kdlib.snn.teachers import build_teacher, train_teacher
 
 pytest.importorskip("lava.lib.dl.slayer")
@@ -161,3 +161,82 @@ def test_an_untrained_student_exports_and_runs_in_lava(tmp_path: Path) -> None:
     path = net.export_hdf5(tmp_path / "fresh.net")
     chunks = [(torch.rand(3, 5, 16) < 0.5).float()]
     assert np.array_equal(deploy.run_lava(path, chunks).counts.outputs, deploy.run_torch(net, chunks).outputs)
+
+
+# ------------------------------------------------------------------------------------------ the stage, assembled
+def _stage2_students(root: Path) -> Path:
+    """A dataset's folder of stage 2 with a LIF student (kd) and a straight-through one, untrained but driven hard
+    enough to fire, each with its stage-2 metrics; scratch is not trained."""
+    from kdlib.core.io import write_json
+    from kdlib.core.layout import student_path
+    from kdlib.snn.students import build_student, save_student
+
+    lif = P.quick_section("student", hidden=[24, 16], steps=3)
+    ste = P.quick_section("student", hidden=[24, 16], steps=3, neuron="ste-discontinuous", encoding="rate")
+    for variant, cfg in (("kd", lif), ("ste_discontinuous", ste)):
+        student = build_student(cfg, seed=0)
+        with torch.no_grad():
+            student.synapses[0].weight.mul_(8.0)
+            student.synapses[1].weight.mul_(6.0)
+        for seed in (0, 1):
+            save_student(student_path(root, "mnist-5k", variant, seed), student, cfg, P.quick().variants["kd"],
+                         "mnist-5k", 10, {"test_accuracy": [0.25, 0.26][seed], "val_accuracy": [0.2, 0.21][seed]})
+        write_json(student_path(root, "mnist-5k", variant, 0).parent.parent / "metrics.json",
+                   {"seeds": {"0": {"val_accuracy": 0.2}, "1": {"val_accuracy": 0.21}}})
+    return student_path(root, "mnist-5k", "kd", 0).parent.parent.parent
+
+
+def test_the_loihi_stage_deploys_refuses_and_writes_its_contract(mnist5k: Dataset, tmp_path: Path) -> None:
+    """The stage's decisions, tables and metrics as the notebook strings them together, on one deployable student
+    of stage 2 and two that are not: the metrics have the keys of LoihiMetrics, deployed.csv its columns."""
+    from kdlib.loihi import fixed_point as FP
+
+    students_dir = _stage2_students(tmp_path)
+    val, test = Split(mnist5k.val.x[:100], mnist5k.val.y[:100]), Split(mnist5k.test.x[:30], mnist5k.test.y[:30])
+    deployments, refused, chosen = study.deploy_students(students_dir, ["scratch", "ste_discontinuous", "kd"], val,
+                                                          test, input_bits=[4], calibration_images=50)
+    assert list(deployments) == ["kd"] and list(refused) == ["scratch", "ste_discontinuous"]
+    assert "not trained" in refused["scratch"] and "straight-through" in refused["ste_discontinuous"]
+    assert chosen["kd"] == {"seed": 1, "float_test_accuracy": 0.26, "float_val_accuracy": 0.21}  # the best val seed
+
+    dep = deployments["kd"]
+    fixed = study.fixed_point_table(deployments, chosen, test.y.numpy())
+    assert fixed.loc["kd", "fixed-point val accuracy"] == dep.val_accuracy and fixed.loc["kd", "seed"] == 1
+    net_file = FP.export_netx(dep.net, tmp_path / "models" / "kd.net")
+    lava_runs = {"kd": deploy.run_lava(net_file, deploy.message_chunks(dep.net, test.x, 15), total=2,
+                                       message_bits=dep.net.input_bits, readout=True)}
+    frames = {"kd": deploy.compare_readout(test.y, lava_runs["kd"], dep.fixed, dep.floating)}
+    assert frames["kd"].same_prediction.all() and frames["kd"].same_layer_spikes.all()
+    deployed = study.deployed_table(fixed, study.lava_table(frames, lava_runs),
+                                     study.energy_table(lava_runs, deployments, frames), refused)
+    assert tuple(deployed.reset_index().columns) == study.DEPLOYED_CSV_COLUMNS
+    assert deployed.index.tolist() == ["kd", "scratch", "ste_discontinuous"]
+    assert deployed["not deployed"].isna().tolist() == [True, False, False]
+    rows = study.per_image(frames["kd"], lava_runs["kd"].counts, dep.net)
+    assert rows.synops.mean() == pytest.approx(deployed.loc["kd", "SynOps"])
+
+    nir = nir_export.deployed_agreement(students_dir, {"kd": (1, dep.net.steps)}, tmp_path / "models", test.x)
+    assert set(nir) == {("kd", importer) for importer in nir_export.IMPORTERS}
+    assert all(row["same_class"] == 1.0 for row in nir.values()) and (tmp_path / "models" / "kd.nir").is_file()
+    student, _ = load_student(students_dir / "kd" / "students" / "seed1.pt")
+    trip = nir_export.round_trip(student, tmp_path / "student.nir", test.x[:4], 3, "direct")
+    assert trip.differences == [] and trip.replay_error < 1e-5
+    assert nir_export.node_table(trip.back).type.value_counts().to_dict() == {"Affine": 3, "LIF": 2, "Input": 1,
+                                                                              "Output": 1}
+
+    metrics = study.loihi_metrics("mnist-5k", "kd", dep, lava_runs, frames["kd"], deployed, refused, seed=1,
+                                   teacher_test_accuracy=0.9, teacher_macs=1000, nir=nir,
+                                   nir_differences=len(trip.differences), nir_replay_error=trip.replay_error)
+    assert set(metrics) == study.LoihiMetrics.__required_keys__
+    assert set(metrics["deployed"]["kd"]) == set(study.DeployedMetrics.__annotations__)
+    assert set(metrics["nir"]["kd"]) == set(nir_export.IMPORTERS)
+    assert set(metrics["nir"]["kd"]["norse"]) == set(study.ImporterAgreement.__annotations__)
+    assert (metrics["images"], metrics["lava_images"], metrics["seed"], metrics["refused"]) == (30, 30, 1, refused)
+    assert metrics["deployed"]["kd"]["lava_accuracy"] == metrics["lava_accuracy"]
+    assert metrics["loihi_energy_per_image_nj"] == pytest.approx(metrics["deployed"]["kd"]["loihi_energy_per_image_nj"])
+    assert metrics["hidden"] == [24, 16] and list(metrics["spikes_per_image"]) == ["layer0", "layer1", "layer2"]
+    assert metrics["teacher_energy_45nm_per_image_nj"] == pytest.approx(4.6)  # 1,000 MACs at 4.6 pJ
+    with_baseline = study.loihi_metrics("mnist-5k", "kd", dep, lava_runs, frames["kd"], deployed, refused, seed=1,
+                                         teacher_test_accuracy=0.9, teacher_macs=1000, nir=nir, nir_differences=0,
+                                         nir_replay_error=0.0, baseline={"variant": "kd"})  # type: ignore[typeddict-item]
+    assert set(with_baseline) - set(metrics) == {"baseline"}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -20,15 +23,12 @@ from kdlib.measure.analysis import (
     evaluate,
     running_mean,
 )
+from kdlib.measure.energy import HOROWITZ_2014, ann_energy_nj, counter_summary, loihi_estimate, snn_energy_nj
 from kdlib.measure.spikes import (
-    HOROWITZ_2014,
     SpikeCounter,
-    ann_energy_nj,
     check_binary,
     linear_macs,
-    loihi_estimate,
     neuron_updates,
-    snn_energy_nj,
     spike_totals,
     spikes_per_image,
     synaptic_ops,
@@ -93,7 +93,7 @@ def test_counts_and_energy_by_hand() -> None:
     rates = counter.firing_rates()
     # neuron 0 of layer 0 fires twice in 2 images × 2 steps: 0.5; then 1/4 and 2/4; layer 1: 2/4, 1/4
     assert rates["rate"].tolist() == [0.5, 0.25, 0.5, 0.5, 0.25]
-    summary = counter.summary()
+    summary = counter_summary(counter)
     assert summary["synops"] == 20.0 and summary["neuron_updates"] == 10 and summary["input_macs"] == 24
     assert summary["firing_rate"] == pytest.approx(0.4)  # 4 spikes / 10 updates
     # 45 nm: 20 adds · 0.9 pJ + 24 MACs · 4.6 pJ = 18 + 110.4 = 128.4 pJ
@@ -141,7 +141,7 @@ def test_tiny_converted_network_by_hand() -> None:
     assert out.outputs[:, 0, 0].tolist() == [0, 1, 0, 2]  # the head's current: spikes · 1 + bias
     counter = SpikeCounter.for_model(net)
     counter.update(out)
-    s = counter.summary()
+    s = counter_summary(counter)
     # 3 spikes · 3 classes = 9 synops; 2 inputs · 2 neurons · 4 steps = 16 MACs; 2 neurons · 4 steps
     assert (s["spikes_total"], s["synops"], s["input_macs"], s["neuron_updates"]) == (3, 9, 16, 8)
 
@@ -275,8 +275,6 @@ def test_salt_and_pepper_rate() -> None:
 
 
 def test_pareto_front_by_hand() -> None:
-    import pandas as pd
-
     from kdlib.measure.analysis import pareto_front
 
     frame = pd.DataFrame({"energy": [10, 5, 20, 5, 30], "accuracy": [0.90, 0.80, 0.95, 0.70, 0.94]})
@@ -291,4 +289,107 @@ def test_the_evaluation_of_a_cnn_counts_spikes_but_not_unknown_input_macs(mnist5
     ev = evaluate(net, Split(mnist5k.test.x[:20], mnist5k.test.y[:20]), 2, encoding="direct")
     assert ev.counts.spikes_per_image()["total"] >= 0 and ev.outputs is None
     with pytest.raises(ValueError, match="input_macs_per_step"):
-        ev.counts.summary()
+        counter_summary(ev.counts)
+
+
+# ------------------------------------------------------------------------------------------ the stage, assembled
+def test_spikes_metrics_by_hand() -> None:
+    import pandas as pd
+
+    from kdlib.measure.study import SpikesMetrics, spikes_metrics
+
+    costs = pd.DataFrame({"variant": ["kd", "kd", "hetero_kd", "scratch"], "seed": [0, 1, 0, 0], "steps": 4,
+                          "accuracy": [0.90, 0.92, 0.89, 0.80], "spikes_total": [100.0, 300.0, 150.0, 50.0],
+                          "energy_45nm_nj": [10.0, 30.0, 5.0, 1.0], "energy_loihi_nj": [2.0, 4.0, 1.0, 0.5]})
+    curves = pd.DataFrame({"model": ["kd", "kd", "kd", "kd"], "seed": [0, 0, 1, 1], "steps": [2, 4, 2, 4],
+                           "accuracy": [0.85, 0.90, 0.86, 0.92]})
+    conversion = pd.DataFrame({"steps": [1, 8, 32], "accuracy": [0.2, 0.905, 0.95]})
+    exits = pd.DataFrame({"variant": "kd", "seed": [0, 0, 1, 1], "threshold": [0.5, 0.9, 0.5, 0.9],
+                          "accuracy": [0.80, 0.9095, 0.84, 0.9105], "mean_steps": [1.0, 2.0, 1.5, 3.0]})
+    teacher_row = {"energy_45nm_nj": 123.0}
+    metrics = spikes_metrics("mnist", costs, curves, conversion, exits, teacher_row, 0.97, 0.001)
+    assert set(metrics) == set(SpikesMetrics.__annotations__)
+    # kd is best (0.91 on average, T = 4); the conversion first reaches 0.91 at 32 steps: 8× kd's T
+    assert (metrics["best_variant"], metrics["best_steps"]) == ("kd", 4)
+    assert metrics["best_accuracy"] == pytest.approx(0.91)
+    assert (metrics["conversion_steps_to_match_best"], metrics["conversion_latency_ratio"]) == (32, 8.0)
+    assert metrics["conversion_accuracy_at_max_steps"] == 0.95
+    # threshold 0.9 keeps 0.91 on average, within 0.1 points of the full-T 0.91, at 2.5 steps on average
+    assert metrics["early_exit_mean_steps_within_0.1_points"] == pytest.approx(2.5)
+    assert (metrics["best_energy_45nm_nj"], metrics["best_energy_loihi_nj"]) == (20.0, 3.0)
+    assert metrics["hetero_vs_kd_spike_reduction"] == pytest.approx(1 - 150 / 200)
+    assert (metrics["teacher_energy_45nm_nj"], metrics["teacher_int8_accuracy"]) == (123.0, 0.97)
+
+    # no conversion reaches it, no threshold keeps the accuracy, no pair of hetero_kd and kd
+    none = spikes_metrics("mnist", costs[costs.variant != "hetero_kd"], curves, conversion.iloc[:1],
+                          exits.assign(accuracy=0.5), teacher_row, 0.97, 0.0)
+    assert none["conversion_steps_to_match_best"] is None and none["conversion_latency_ratio"] is None
+    assert math.isnan(none["early_exit_mean_steps_within_0.1_points"])
+    assert none["hetero_vs_kd_spike_reduction"] is None
+
+
+def test_the_spike_analysis_of_a_dataset_assembled(small_teacher: tuple[MLPTeacher, float], mnist5k: Dataset) -> None:
+    """The stage's sections over three students of two variants, as the notebook strings them together."""
+    from kdlib.measure import energy as E
+    from kdlib.measure import study as S
+
+    teacher, _ = small_teacher
+    test = Split(mnist5k.test.x[:200], mnist5k.test.y[:200])
+    students = []
+    for variant, seed in (("hetero_kd", 0), ("kd", 0), ("kd", 1)):
+        torch.manual_seed(seed)
+        model = SpikingMLP(784, (24, 16), 10, neuron=LIFParameters(2.0, 0.5)).eval()
+        students.append(S.StudentRun(variant, seed, model, steps=3, encoding="direct"))
+    cfg = P.quick_section("spikes", max_steps=4, conversion_steps=[1, 4], calibration_images=200)
+
+    curves, conversion = S.accuracy_curves(students, teacher, mnist5k.train.x[:200], test, cfg)
+    assert len(curves) == 3 * 4 + 2 and conversion.model.unique().tolist() == ["conversion"]
+    costs, rates = S.spike_costs(students, test, curves)
+    for s, (_, row) in zip(students, costs.iterrows(), strict=True):
+        at_t = curves[(curves.model == s.variant) & (curves.seed == s.seed) & (curves.steps == 3)].accuracy.item()
+        assert s.accuracy == row.accuracy == at_t and s.outputs.shape == (3, 200, 10)
+        assert row.spikes_total == pytest.approx(s.counts.spikes_per_image()["total"])
+    assert rates.groupby("variant").size().to_dict() == {"hetero_kd": 40, "kd": 40}  # the first seed's neurons only
+    first = S.first_seeds(students)
+    assert [(s.variant, s.seed) for s in first.values()] == [("kd", 0), ("hetero_kd", 0)]
+
+    teacher_row = S.teacher_costs(teacher, 0.9)
+    assert teacher_row["input_macs"] == 784 * 64 + 64 * 10
+    conventions = S.energy_conventions(students, E.ann_counts(teacher, test.x), E.InputStatistics.of(test.x), 0.9,
+                                       0.8, "mnist-5k")
+    assert conventions.model.unique().tolist() == ["ANN teacher (FP32)", "ANN teacher (INT8)", "hetero_kd", "kd"]
+    assert set(conventions.dataset) == {"mnist-5k"}
+    assert conventions[conventions.model == "kd"].seed.unique().tolist() == [0, 1]
+    energy = pd.concat([costs, pd.DataFrame([teacher_row])], ignore_index=True)
+    fronts = S.pareto_fronts(energy)
+    assert fronts["energy_45nm_nj"].energy_45nm_nj.is_monotonic_increasing
+    assert "ANN teacher" not in set(fronts["energy_loihi_nj"].variant)  # no Loihi figure for the teacher
+
+    checks = S.counter_check(first, test.x[:50])
+    assert checks.index.tolist() == ["kd", "hetero_kd"] and checks.synops_difference.max() <= 0.01
+    exits = S.early_exits(students, test.y, [0.5, 0.9])
+    assert len(exits) == 3 * 2 and set(exits.full_steps) == {3}
+    noise = S.noise_robustness(teacher, first, test, seed=0)
+    levels = sum(len(c.levels) for c in CORRUPTIONS.values())
+    assert len(noise) == levels * 3 and noise.model.unique().tolist() == ["ANN teacher", "kd", "hetero_kd"]
+
+    metrics = S.spikes_metrics("mnist-5k", costs, curves, conversion, exits, teacher_row, 0.8,
+                               float(checks[["synops_difference", "macs_difference"]].max().max()))
+    assert set(metrics) == set(S.SpikesMetrics.__annotations__) and metrics["hetero_vs_kd_spike_reduction"] is not None
+
+
+def test_load_students_reads_every_checkpoint_or_says_what_to_run(tmp_path: Path) -> None:
+    from kdlib.core.layout import student_path
+    from kdlib.measure.study import load_students
+    from kdlib.snn.students import build_student, save_student
+
+    with pytest.raises(FileNotFoundError, match="run the distillation stage first"):
+        load_students(tmp_path / "results" / "distill" / "mnist-5k")
+    cfg = P.quick_section("student")
+    for variant, seed in (("kd", 1), ("kd", 0), ("scratch", 0)):
+        save_student(student_path(tmp_path, "mnist-5k", variant, seed), build_student(cfg, seed=seed), cfg,
+                     P.quick().variants[variant], "mnist-5k", 10, {"test_accuracy": 0.5})
+    students = load_students(tmp_path / "results" / "distill" / "mnist-5k")
+    assert [(s.variant, s.seed, s.steps, s.encoding) for s in students] == [
+        ("kd", 0, cfg.steps, cfg.encoding), ("kd", 1, cfg.steps, cfg.encoding), ("scratch", 0, cfg.steps, cfg.encoding)]
+    assert students[0].accuracy is None and students[0].counts is None

@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from conftest import imported_names
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = "kdlib/stages/pipeline.py"
@@ -46,15 +47,9 @@ def _module_files(name: str) -> set[str]:
 def _kdlib_imports(source: str) -> set[str]:
     """The kdlib files (as repository paths) that running ``source`` imports (``TYPE_CHECKING`` blocks aside)."""
     found = set()
-    for node in _runtime_nodes(ast.parse(source)):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        for name in names:
-            if name == "kdlib" or name.startswith("kdlib."):
-                found |= _module_files(name)
+    for name, _ in imported_names(_runtime_nodes(ast.parse(source))):
+        if name == "kdlib" or name.startswith("kdlib."):
+            found |= _module_files(name)
     return found
 
 

@@ -13,11 +13,12 @@ The students of stage 2
     resolution of its graded input on validation; :func:`selected_seed` picks the seed whose student model
     selection deploys; :func:`message_chunks` streams the graded input into :func:`run_lava`, whose
     ``readout`` option reads the integrating readout layer's voltage, and :func:`compare_readout` sets it
-    beside the PyTorch fixed-point model image by image.
+    beside the PyTorch fixed-point model image by image. The stage's decisions, tables and metrics built on
+    these are :mod:`kdlib.loihi.study`.
 The costs
     :meth:`ImageSpikes.synops` and :meth:`ImageSpikes.neuron_updates` give the operations of each image;
-    :func:`kdlib.measure.spikes.loihi_estimate` (Davies et al.'s per-operation figures, kept in
-    :mod:`kdlib.measure.spikes` with the 45 nm ones) turns them into energy and time.
+    :func:`kdlib.measure.energy.loihi_estimate` (Davies et al.'s per-operation figures, kept in
+    :mod:`kdlib.measure.energy` with the 45 nm ones) turns them into energy and time.
 
 Importing this module installs :func:`kdlib.loihi.lava_compat.install`, so a notebook's own Lava imports work after
 it; Lava itself is imported only inside the functions that need it.
@@ -32,7 +33,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,9 +43,20 @@ from torch import Tensor, nn
 from kdlib.core.data import Split, encode
 from kdlib.core.train import progress
 from kdlib.loihi import lava_compat
-from kdlib.loihi.fixed_point import HEADROOMS, FixedRun, LoihiNetwork, NotDeployable, convert, payload, run
+from kdlib.loihi.fixed_point import (
+    HEADROOMS,
+    FixedRun,
+    LoihiNetwork,
+    NotDeployable,
+    convert,
+    payload,
+    run,
+)
 from kdlib.loihi.slayer import LoihiMLP
 from kdlib.measure.spikes import neuron_updates
+
+if TYPE_CHECKING:
+    pass
 
 lava_compat.install()  # before any Lava import, the caller's own included
 

@@ -4,7 +4,8 @@
 norse network that computes the same (:func:`norse_network`); :func:`read_nir` reads it back,
 :func:`nir_differences` checks the trip, and :func:`replay_nir` runs a graph with the NIR importer of norse,
 snnTorch or SpikingJelly (:data:`IMPORTERS`), so that :func:`importer_agreement` can compare each with the
-student, image by image.
+student, image by image. For the Loihi stage, :func:`deployed_agreement` does that for every deployed student of
+stage 2, :func:`round_trip` checks one student's trip through a file, and :func:`node_table` lists a graph's nodes.
 
 **Time.** NIR's LIF node integrates τ·dv/dt = (v_leak − v) + R·I in seconds, and an importer steps it with
 its own dt. The students live in time steps (τ = 2 steps), so a step is given a length, :data:`DT` = 0.1 ms,
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from kdlib.core.data import encode
 from kdlib.core.io import atomic_path
-from kdlib.snn.students import LIFParameters, SpikingMLP
+from kdlib.core.layout import seed_checkpoint
+from kdlib.snn.students import LIFParameters, SpikingMLP, load_student
 
 DT = 1e-4  # seconds per time step in the NIR graph: snnTorch 1.0's fixed step and SpikingJelly 2.0's default
 IMPORTERS = ("norse", "snntorch", "spikingjelly")  # the NIR importers replay_nir runs
@@ -173,3 +177,49 @@ def importer_agreement(graph: Any, student: SpikingMLP, x: Tensor, steps: int, c
         result[importer] = {"images": len(x), "same_class": same_class / len(x),
                             "same_spike_counts": same_spikes / len(x), "max_readout_difference": worst}
     return result
+
+
+# ------------------------------------------------------------------------------------------ the Loihi stage
+def deployed_agreement(students_dir: str | Path, runs: dict[str, tuple[int, int]], models_dir: str | Path,
+                       x: Tensor) -> dict[tuple[str, str], dict[str, float]]:
+    """Every student of ``runs`` (variant → (seed, steps), from stage 2's folder of a dataset, ``students_dir``)
+    written as ``models_dir/<variant>.nir``, read back, and replayed by every importer on images ``x``:
+    :func:`importer_agreement`'s rows by (variant, importer)."""
+    rows = {}
+    for name, (seed, steps) in runs.items():
+        student, _ = load_student(seed_checkpoint(Path(students_dir) / name, seed))
+        export_nir(student, Path(models_dir) / f"{name}.nir")
+        found = importer_agreement(read_nir(Path(models_dir) / f"{name}.nir"), student.eval(), x, steps=steps)
+        for importer, row in found.items():
+            rows[(name, importer)] = row
+    return rows
+
+
+class RoundTrip(NamedTuple):
+    """What :func:`round_trip` found: the graph written, the graph read back, their differences
+    (:func:`nir_differences`) and the largest difference of an output when norse runs the graph read back."""
+
+    graph: Any
+    back: Any
+    differences: list[str]
+    replay_error: float
+
+
+def round_trip(student: SpikingMLP, path: str | Path, x: Tensor, steps: int, encoding: str) -> RoundTrip:
+    """Write ``student`` to ``path``, read it back, compare the two graphs node by node, and replay the graph read
+    back with norse on images ``x`` (encoded at ``steps`` with ``encoding``, seed 0) beside the student."""
+    graph = export_nir(student, path)
+    back = read_nir(path)
+    differences = nir_differences(graph, back)
+    x_seq = encode(x, steps, encoding, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        replay_error = (replay_nir(back, x_seq)[0] - student(x_seq).outputs).abs().max().item()
+    return RoundTrip(graph, back, differences, replay_error)
+
+
+def node_table(graph: Any) -> pd.DataFrame:
+    """A NIR graph's nodes, by name: each node's type and the shape of each of its parameters."""
+    return pd.DataFrame([{"node": k, "type": type(v).__name__,
+                          "shapes": {a: np.shape(getattr(v, a)) for a in vars(v) if a not in
+                                     ("input_type", "output_type", "metadata")}}
+                         for k, v in sorted(graph.nodes.items())])

@@ -2,13 +2,14 @@
 
 Whether a spiking student costs less than its ANN teacher depends on how the estimate is made, and the
 answer flips between the conventions in use (see ``docs/methods.md``, "Energy accounting"). This module
-makes every estimate side by side from the counts of :mod:`kdlib.measure.spikes`:
+makes every estimate side by side from the counts of :mod:`kdlib.measure.spikes`, and it is the one home of the
+published per-operation figures and of the formulas that turn counts into nanojoules and microseconds:
 
 Hardware (per-operation cost tables)
     ``45 nm FP32`` and ``45 nm INT8``: M. Horowitz, "Computing's energy problem (and what we can do about
-    it)", ISSCC 2014 (:data:`~kdlib.measure.spikes.HOROWITZ_2014`, :data:`HOROWITZ_2014_INT8`).
+    it)", ISSCC 2014 (:data:`HOROWITZ_2014`, :data:`HOROWITZ_2014_INT8`).
     ``Loihi (Davies 2018)``: the pre-silicon table of Davies et al., IEEE Micro 2018
-    (:data:`~kdlib.measure.spikes.DAVIES_2018`). ``Loihi (SANA-FE)``: the silicon-calibrated Loihi model of the
+    (:data:`DAVIES_2018`). ``Loihi (SANA-FE)``: the silicon-calibrated Loihi model of the
     SANA-FE simulator (:data:`SANA_FE_LOIHI`; energies only, its timing model is not used here).
 First-layer conventions (:data:`CONVENTIONS`)
     With direct encoding, a student's first layer receives real-valued pixels: counted as MACs at every
@@ -22,7 +23,7 @@ First-layer conventions (:data:`CONVENTIONS`)
 Everything after the first layer is the same under every convention: one accumulate per synaptic operation
 at 45 nm (neuron updates are left out there, as in the studies this workbook compares with), and synaptic
 operations, neuron updates and sent spikes on Loihi. Loihi latency is the serial upper bound of
-:func:`~kdlib.measure.spikes.loihi_estimate` with Davies et al.'s timings.
+:func:`loihi_estimate` with Davies et al.'s timings.
 
 :func:`crosscheck_counts` recounts a model's synaptic operations and MACs with SpikingJelly's operation
 counters (``spikingjelly.activation_based.op_counter``), which count what the code executes: an
@@ -34,26 +35,48 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.measure.spikes import (
-    DAVIES_2018,
-    HOROWITZ_2014,
-    CmosCosts,
-    LoihiCosts,
-    SpikeCounter,
-    loihi_estimate,
-    synaptic_ops,
-)
+from kdlib.measure.spikes import SpikeCounter, synaptic_ops
 from kdlib.snn.quantize import observe
 
 if TYPE_CHECKING:
     from kdlib.snn.students import Student
+
+# --------------------------------------------------------------------------- published per-operation costs
+@dataclass(frozen=True)
+class CmosCosts:
+    """Energy of 32-bit floating-point arithmetic in 45 nm CMOS: M. Horowitz, "Computing's energy problem
+    (and what we can do about it)", ISSCC 2014. A dense layer pays one multiply-accumulate per weight; a
+    synaptic operation driven by a binary spike needs only the addition."""
+
+    mac_pj: float = 4.6  # one multiply-accumulate: multiply 3.7 pJ + add 0.9 pJ
+    add_pj: float = 0.9  # one addition (accumulate)
+
+
+@dataclass(frozen=True)
+class LoihiCosts:
+    """Energy and time of Loihi's operations: M. Davies et al., "Loihi: A Neuromorphic Manycore Processor
+    with On-Chip Learning", IEEE Micro 38(1), 2018, Table 2. These are pre-silicon figures; no
+    per-operation table has been published for Loihi 2."""
+
+    synop_pj: float = 23.6  # one synaptic spike operation
+    synop_ns: float = 3.5
+    update_active_pj: float = 81.0  # one neuron update, active
+    update_active_ns: float = 8.4
+    update_inactive_pj: float = 52.0  # one neuron update, inactive
+    update_inactive_ns: float = 5.3
+    spike_pj: float = 1.7  # one spike sent within a tile
+
+
+HOROWITZ_2014 = CmosCosts()
+DAVIES_2018 = LoihiCosts()
+
 
 Convention = Literal["mac_every_step", "mac_once", "zero_skipping", "rate_coded"]
 
@@ -197,7 +220,72 @@ def _known(convention: str) -> Convention:
     return convention  # type: ignore[return-value]
 
 
+# ------------------------------------------------------------------------------------------- costs per operation
+def ann_energy_nj(macs: float, costs: CmosCosts = HOROWITZ_2014) -> float:
+    """45 nm energy of an ANN: one MAC per weight."""
+    return macs * costs.mac_pj / 1e3
+
+
+def snn_energy_nj(synops: float, input_macs: float = 0.0, costs: CmosCosts = HOROWITZ_2014) -> float:
+    """45 nm energy of an SNN: one addition per synaptic operation, plus MACs for a layer with real input."""
+    return (synops * costs.add_pj + input_macs * costs.mac_pj) / 1e3
+
+
+class LoihiEstimate(NamedTuple):
+    """Energy (nJ) and time (µs) of one image on Loihi, by kind of operation."""
+
+    synops_nj: float
+    neurons_nj: float
+    spikes_nj: float
+    latency_us: float
+
+    @property
+    def total_nj(self) -> float:
+        return self.synops_nj + self.neurons_nj + self.spikes_nj
+
+
+def loihi_estimate(synops: float, neuron_updates: float, spikes: float,
+                   costs: LoihiCosts = DAVIES_2018) -> LoihiEstimate:
+    """Loihi's energy and latency for one image, from its counted operations (pre-silicon figures).
+
+    ``spikes`` are those the chip's neurons send; an update is *active* when its neuron fires at that step
+    and *inactive* otherwise, so active updates = spikes. Input spikes come from outside the chip and
+    cost their synaptic operations only.
+
+    Latency is an **upper bound**: every operation timed one after the other, as if the whole network ran
+    on one core. Loihi's cores work in parallel between time-step barriers, but how a network is spread
+    over cores (and so the busiest core's share of each step) depends on a mapping this estimate does not
+    know; spike transport time is not in the figures used and is left out.
+    """
+    inactive = neuron_updates - spikes
+    neurons_pj = spikes * costs.update_active_pj + inactive * costs.update_inactive_pj
+    time_ns = synops * costs.synop_ns + spikes * costs.update_active_ns + inactive * costs.update_inactive_ns
+    return LoihiEstimate(synops * costs.synop_pj / 1e3, neurons_pj / 1e3, spikes * costs.spike_pj / 1e3,
+                         time_ns / 1e3)
+
+
 # --------------------------------------------------------------------------------------------------- energy
+def counter_summary(counter: SpikeCounter, cmos: CmosCosts = HOROWITZ_2014,
+                    loihi: LoihiCosts = DAVIES_2018) -> dict[str, float]:
+    """A counter's counts per image with one convention's energy (the first layer's MACs at every step): spikes by
+    layer and in total, mean firing rate, synaptic operations, neuron updates, input MACs, 45 nm energy, Loihi
+    energy and latency bound (:func:`snn_energies` gives every convention).
+
+    The Loihi figures count spiking work only: a first layer fed real values (direct encoding) has no
+    counterpart among Loihi's operations and is left out of them."""
+    spikes = counter.spikes_per_image()
+    synops, updates = counter.synops_per_image(), counter.neuron_updates_per_image()
+    macs = counter.input_macs_per_image()
+    chip = loihi_estimate(synops, updates, spikes["total"], loihi)
+    return {
+        **{f"spikes_{k}": v for k, v in spikes.items()},
+        "firing_rate": spikes["total"] / updates if updates else 0.0,
+        "synops": synops, "neuron_updates": float(updates), "input_macs": float(macs),
+        "energy_45nm_nj": snn_energy_nj(synops, macs, cmos),
+        "energy_loihi_nj": chip.total_nj, "latency_loihi_us": chip.latency_us,
+    }
+
+
 def snn_energies(counts: SpikingCounts) -> pd.DataFrame:
     """Energy (nJ) and Loihi latency bound (µs) of a spiking model per image, one row per hardware and
     convention that applies: columns ``hardware``, ``convention``, ``energy_nj``, ``latency_us``."""
@@ -205,7 +293,7 @@ def snn_energies(counts: SpikingCounts) -> pd.DataFrame:
     for convention in CONVENTIONS:
         macs, accumulates = counts.first_layer(convention)  # type: ignore[arg-type]
         for name, costs in CMOS.items():
-            energy = (macs * costs.mac_pj + (accumulates + counts.hidden_synops) * costs.add_pj) / 1e3
+            energy = snn_energy_nj(accumulates + counts.hidden_synops, macs, costs)
             rows.append({"hardware": name, "convention": convention, "energy_nj": energy, "latency_us": float("nan")})
         input_synops = counts.input_synops(convention)  # type: ignore[arg-type]
         if input_synops is None:
@@ -222,7 +310,7 @@ def ann_energies(counts: AnnCounts, precision: Literal["FP32", "INT8"]) -> pd.Da
     :func:`snn_energies`)."""
     costs = CMOS[f"45 nm {precision}"]
     return pd.DataFrame([{"hardware": f"45 nm {precision}", "convention": c,
-                          "energy_nj": counts.for_convention(c) * costs.mac_pj / 1e3,  # type: ignore[arg-type]
+                          "energy_nj": ann_energy_nj(counts.for_convention(c), costs),  # type: ignore[arg-type]
                           "latency_us": float("nan")} for c in CONVENTIONS])
 
 

@@ -1,4 +1,4 @@
-"""Spike and operation counts of spiking models, and what they would cost in energy and time.
+"""Spike and operation counts of spiking models.
 
 Every count works on anything that unpacks as ``(outputs, spikes)``: a student's
 :class:`~kdlib.snn.students.SpikingOutput`, a converted network's output, a plain tuple. ``outputs`` is
@@ -8,19 +8,16 @@ image: summed over time and neurons, averaged over the images seen.
 Counting
     :func:`spike_totals` / :func:`spikes_per_image` count spikes by layer (with ``x.sum()``: the
     common ``torch.sum(torch.nonzero(x))`` sums the spikes' *indices*); :func:`synaptic_ops`,
-    :func:`neuron_updates`, :func:`dense_macs` and :func:`linear_macs` count operations;
-    :class:`SpikeCounter` does all of it over a split fed chunk by chunk.
-Costs
-    The published per-operation figures live here and nowhere else: :data:`HOROWITZ_2014` (45 nm CMOS)
-    and :data:`DAVIES_2018` (Loihi, pre-silicon). :func:`ann_energy_nj`, :func:`snn_energy_nj` and
-    :func:`loihi_estimate` turn counts into nanojoules (and microseconds) per image.
+    :func:`neuron_updates` and :func:`linear_macs` count operations; :class:`SpikeCounter` does all of it over
+    a split fed chunk by chunk.
+
+What the counts cost in energy and time is :mod:`kdlib.measure.energy`'s, the one home of the per-operation figures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -29,36 +26,6 @@ from torch import Tensor, nn
 if TYPE_CHECKING:
     from kdlib.snn.students import SpikingOutput, Student
 
-
-
-# --------------------------------------------------------------------------- published per-operation costs
-@dataclass(frozen=True)
-class CmosCosts:
-    """Energy of 32-bit floating-point arithmetic in 45 nm CMOS: M. Horowitz, "Computing's energy problem
-    (and what we can do about it)", ISSCC 2014. A dense layer pays one multiply-accumulate per weight; a
-    synaptic operation driven by a binary spike needs only the addition."""
-
-    mac_pj: float = 4.6  # one multiply-accumulate: multiply 3.7 pJ + add 0.9 pJ
-    add_pj: float = 0.9  # one addition (accumulate)
-
-
-@dataclass(frozen=True)
-class LoihiCosts:
-    """Energy and time of Loihi's operations: M. Davies et al., "Loihi: A Neuromorphic Manycore Processor
-    with On-Chip Learning", IEEE Micro 38(1), 2018, Table 2. These are pre-silicon figures; no
-    per-operation table has been published for Loihi 2."""
-
-    synop_pj: float = 23.6  # one synaptic spike operation
-    synop_ns: float = 3.5
-    update_active_pj: float = 81.0  # one neuron update, active
-    update_active_ns: float = 8.4
-    update_inactive_pj: float = 52.0  # one neuron update, inactive
-    update_inactive_ns: float = 5.3
-    spike_pj: float = 1.7  # one spike sent within a tile
-
-
-HOROWITZ_2014 = CmosCosts()
-DAVIES_2018 = LoihiCosts()
 
 
 # ------------------------------------------------------------------------------------------------ counting
@@ -97,59 +64,9 @@ def neuron_updates(widths: Sequence[int], steps: int) -> int:
     return sum(widths) * steps
 
 
-def dense_macs(in_features: int, out_features: int, steps: int = 1) -> int:
-    """Multiply-accumulates of a dense layer applied ``steps`` times (a real-valued, directly encoded input
-    fed to the first layer at every step)."""
-    return in_features * out_features * steps
-
-
 def linear_macs(model: nn.Module) -> int:
     """Multiply-accumulates of one forward pass of an MLP: the weights of all its ``nn.Linear`` layers."""
     return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, nn.Linear))
-
-
-# --------------------------------------------------------------------------------------------------- costs
-def ann_energy_nj(macs: float, costs: CmosCosts = HOROWITZ_2014) -> float:
-    """45 nm energy of an ANN: one MAC per weight."""
-    return macs * costs.mac_pj / 1e3
-
-
-def snn_energy_nj(synops: float, input_macs: float = 0.0, costs: CmosCosts = HOROWITZ_2014) -> float:
-    """45 nm energy of an SNN: one addition per synaptic operation, plus MACs for a layer with real input."""
-    return (synops * costs.add_pj + input_macs * costs.mac_pj) / 1e3
-
-
-class LoihiEstimate(NamedTuple):
-    """Energy (nJ) and time (µs) of one image on Loihi, by kind of operation."""
-
-    synops_nj: float
-    neurons_nj: float
-    spikes_nj: float
-    latency_us: float
-
-    @property
-    def total_nj(self) -> float:
-        return self.synops_nj + self.neurons_nj + self.spikes_nj
-
-
-def loihi_estimate(synops: float, neuron_updates: float, spikes: float,
-                   costs: LoihiCosts = DAVIES_2018) -> LoihiEstimate:
-    """Loihi's energy and latency for one image, from its counted operations (pre-silicon figures).
-
-    ``spikes`` are those the chip's neurons send; an update is *active* when its neuron fires at that step
-    and *inactive* otherwise, so active updates = spikes. Input spikes come from outside the chip and
-    cost their synaptic operations only.
-
-    Latency is an **upper bound**: every operation timed one after the other, as if the whole network ran
-    on one core. Loihi's cores work in parallel between time-step barriers, but how a network is spread
-    over cores (and so the busiest core's share of each step) depends on a mapping this estimate does not
-    know; spike transport time is not in the figures used and is left out.
-    """
-    inactive = neuron_updates - spikes
-    neurons_pj = spikes * costs.update_active_pj + inactive * costs.update_inactive_pj
-    time_ns = synops * costs.synop_ns + spikes * costs.update_active_ns + inactive * costs.update_inactive_ns
-    return LoihiEstimate(synops * costs.synop_pj / 1e3, neurons_pj / 1e3, spikes * costs.spike_pj / 1e3,
-                         time_ns / 1e3)
 
 
 # ------------------------------------------------------------------------------------------ the accumulator
@@ -256,20 +173,3 @@ class SpikeCounter:
         frame = pd.DataFrame(torch.cat(self._per_image).numpy(), columns=self.names)
         frame["total"] = frame.sum(axis=1)
         return frame
-
-    def summary(self, cmos: CmosCosts = HOROWITZ_2014, loihi: LoihiCosts = DAVIES_2018) -> dict[str, float]:
-        """Counts per image and the energy estimates: spikes by layer and in total, mean firing rate,
-        synaptic operations, neuron updates, input MACs, 45 nm energy, Loihi energy and latency bound.
-
-        The Loihi figures count spiking work only: a first layer fed real values (direct encoding) has no
-        counterpart among Loihi's operations and is left out of them."""
-        spikes = self.spikes_per_image()
-        synops, updates, macs = self.synops_per_image(), self.neuron_updates_per_image(), self.input_macs_per_image()
-        chip = loihi_estimate(synops, updates, spikes["total"], loihi)
-        return {
-            **{f"spikes_{k}": v for k, v in spikes.items()},
-            "firing_rate": spikes["total"] / updates if updates else 0.0,
-            "synops": synops, "neuron_updates": float(updates), "input_macs": float(macs),
-            "energy_45nm_nj": snn_energy_nj(synops, macs, cmos),
-            "energy_loihi_nj": chip.total_nj, "latency_loihi_us": chip.latency_us,
-        }

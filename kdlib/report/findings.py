@@ -76,6 +76,23 @@ def _points(x: float) -> str:
     return f"{100 * x:+.2f} points"
 
 
+# The keys of the stages' metrics.json that this module reads, and only those: the spike analysis's
+# (kdlib.measure.study.SpikesMetrics) and the Loihi stage's (kdlib.loihi.study.LoihiMetrics, as
+# kdlib.report.summary.load_metrics flattens it); tests/test_contracts.py holds them to those contracts.
+SPIKES_KEYS = ("best_variant", "best_accuracy", "best_steps", "conversion_steps_to_match_best",
+               "conversion_latency_ratio", "early_exit_mean_steps_within_0.1_points", "best_energy_45nm_nj",
+               "best_energy_loihi_nj", "teacher_energy_45nm_nj")
+CHIPS_KEYS = ("dataset", "variant", "steps", "hidden", "images", "lava_accuracy", "float_accuracy", "agreement",
+              "loihi_energy_per_image_nj", "teacher_energy_45nm_per_image_nj")
+
+
+def _read(table: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """``table`` (a stage's metrics, one row per dataset) with only the columns ``keys``, so that a key missing
+    from the metrics fails here by name, and a key read but not declared fails where it is read (an empty table,
+    a stage that has not run, stays as it is)."""
+    return table if table.empty else table[list(keys)]
+
+
 # ------------------------------------------------------------------------------------------------ the claims
 VERDICTS = ("reproduced", "refuted", "inconclusive")
 
@@ -206,6 +223,7 @@ def claims(runs: pd.DataFrame, spikes: pd.DataFrame, chips: pd.DataFrame,
     says which)."""
     rows = []
     means = seed_means(runs)
+    spikes, chips = _read(spikes, SPIKES_KEYS), _read(chips, CHIPS_KEYS)
     for dataset in dict.fromkeys(runs.dataset):
         def add(claim: str | None, measured: str, verdict: str, why: str, dataset: str = dataset) -> None:
             rows.append({"claim": claim, "dataset": dataset, "measured": measured, "verdict": verdict, "why": why})
@@ -400,6 +418,7 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
     and ``comparisons``, where given, as :func:`kdlib.measure.energy.verdicts` and
     :func:`kdlib.measure.stats.compare_variants` make them)."""
     out = []
+    chips = _read(chips, CHIPS_KEYS)
     for dataset, part in students.groupby(level="dataset", sort=False):
         part = part.droplevel("dataset")
         best, worst = str(part["accuracy"].idxmax()), str(part["accuracy"].idxmin())
@@ -447,6 +466,7 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
 
 def abstract(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame, params: Any) -> str:
     """One paragraph: what the study did and what it found (``params``: the validated ``params.yaml``)."""
+    chips = _read(chips, CHIPS_KEYS)
     datasets = list(dict.fromkeys(students.index.get_level_values("dataset")))
     variants = list(dict.fromkeys(students.index.get_level_values("variant")))
     student = params.student

@@ -80,6 +80,114 @@ def spikes_by_layer(runs: Sequence[dict[str, float]]) -> Figure:
     return fig
 
 
+# ------------------------------------------------------------------------------------------------ one dataset's spikes
+def steps_curves(curves: pd.DataFrame, teacher_accuracy: float, title: str = "") -> Figure:
+    """Test accuracy against the time steps T per model (mean over seeds, a band from the lowest to the highest),
+    the ANN teacher dotted (``curves``: :func:`kdlib.measure.study.accuracy_curves`)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=curves, x="steps", y="accuracy", hue="model", marker="o", ax=ax, errorbar=("pi", 100))
+    ax.axhline(teacher_accuracy, color="black", linestyle=":", label="ANN teacher")
+    ax.set(xscale="log", xlabel="time steps T", ylabel="test accuracy", title=title)
+    ax.xaxis.set_major_formatter(plt.ScalarFormatter())
+    ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def spikes_and_rates(costs: pd.DataFrame, rates: pd.DataFrame) -> Figure:
+    """Spikes per image by layer and variant, beside the firing rate of every neuron by layer and variant
+    (``costs``, ``rates``: :func:`kdlib.measure.study.spike_costs`)."""
+    layer_cols = [c for c in costs if c.startswith("spikes_layer")]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    by_layer = costs.melt(id_vars="variant", value_vars=layer_cols, var_name="layer", value_name="spikes")
+    sns.barplot(data=by_layer, x="variant", y="spikes", hue="layer", ax=ax1)
+    ax1.set(ylabel="spikes per image", xlabel="")
+    ax1.tick_params(axis="x", rotation=45)
+    sns.boxplot(data=rates, x="variant", y="rate", hue="layer", ax=ax2, fliersize=1)
+    ax2.set(ylabel="firing rate (spikes per neuron per step)", xlabel="")
+    ax2.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+ENERGY_PANELS = {"energy_45nm_nj": "45 nm CMOS", "energy_loihi_nj": "Loihi"}
+
+
+def energy_pareto(energy: pd.DataFrame, fronts: dict[str, pd.DataFrame]) -> Figure:
+    """Accuracy against energy per image of every model, one panel per estimate of :data:`ENERGY_PANELS`, with
+    its Pareto front dashed (``fronts``: :func:`kdlib.measure.study.pareto_fronts`)."""
+    fig, axes = plt.subplots(1, len(ENERGY_PANELS), figsize=(13, 4.5))
+    for ax, (column, title) in zip(axes, ENERGY_PANELS.items(), strict=True):
+        part = energy.dropna(subset=[column])
+        sns.scatterplot(data=part, x=column, y="accuracy", hue="variant", style="variant", s=60, ax=ax)
+        ax.plot(fronts[column][column], fronts[column]["accuracy"], color="grey", linestyle="--", zorder=0,
+                label="Pareto front")
+        ax.set(xscale="log", xlabel="energy per image (nJ)", ylabel="test accuracy", title=title)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def energy_by_convention(conventions: pd.DataFrame, labels: dict[str, str], hardware: Sequence[str]) -> sns.FacetGrid:
+    """One dataset's models under every cost table (a panel each, in the order of ``hardware``) and first-layer
+    convention (a colour each, named by ``labels``), means over seeds; dashed, in a convention's colour: the ANN
+    teacher under it (FP32 in the FP32 panel, INT8 elsewhere). ``conventions``:
+    :func:`kdlib.measure.study.energy_conventions`; ``labels`` and ``hardware``:
+    :data:`kdlib.measure.energy.CONVENTIONS` and :data:`kdlib.measure.energy.HARDWARE`."""
+    summary = conventions.groupby(["model", "hardware", "convention"], sort=False, as_index=False)[
+        ["accuracy", "energy_nj"]].mean()
+    summary["convention"] = summary.convention.map(labels)
+    grid = sns.relplot(data=summary, x="energy_nj", y="accuracy", hue="convention", hue_order=list(labels.values()),
+                       col="hardware", col_order=list(hardware), col_wrap=2, height=3.8, aspect=1.5,
+                       facet_kws={"sharex": False}, s=45)
+    palette = dict(zip(labels.values(), sns.color_palette(n_colors=len(labels)), strict=True))
+    for hardware, ax in grid.axes_dict.items():
+        rival = "ANN teacher (FP32)" if hardware == "45 nm FP32" else "ANN teacher (INT8)"
+        for _, t in summary[summary.model == rival].iterrows():
+            if (summary[(summary.hardware == hardware) & (summary.convention == t.convention)]).shape[0]:
+                ax.axvline(t.energy_nj, color=palette[t.convention], linestyle="--", linewidth=1)
+        ax.set(xscale="log", xlabel="energy per image (nJ)", ylabel="test accuracy", title=hardware)
+    return grid
+
+
+def exit_curves(exits: pd.DataFrame) -> Figure:
+    """Accuracy against the average steps per image over the exit thresholds, per variant (``exits``:
+    :func:`kdlib.measure.study.early_exits`)."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sns.lineplot(data=exits, x="mean_steps", y="accuracy", hue="variant", marker="o", errorbar=None, ax=ax)
+    ax.set(xlabel="average time steps per image", ylabel="test accuracy")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def noise_curves(noise: pd.DataFrame) -> sns.FacetGrid:
+    """Test accuracy against the noise level per model, one panel per corruption (``noise``:
+    :func:`kdlib.measure.study.noise_robustness`)."""
+    return sns.relplot(data=noise, x="level", y="accuracy", hue="model", col="corruption", kind="line", marker="o",
+                       facet_kws={"sharex": False}, height=3.8, aspect=1.2)
+
+
+# ------------------------------------------------------------------------------------------------ one dataset on Loihi
+def spike_rasters(images: Tensor, labels: Sequence[int], predicted: Sequence[int], hidden: Sequence[np.ndarray],
+                  readout: np.ndarray, steps: int) -> Figure:
+    """A few images, one column each: the image, the spikes of every hidden layer (``hidden``: one (T, images,
+    neurons) 0/1 array per layer), and the readout's value per class (``readout``, (images, classes))."""
+    fig, axes = plt.subplots(2 + len(hidden), len(images), figsize=(12, 2.2 + 2.2 * (1 + len(hidden))), squeeze=False)
+    for j in range(len(images)):
+        axes[0, j].imshow(images[j, 0], cmap="gray_r")
+        axes[0, j].set(title=f"label {int(labels[j])}, predicted {int(predicted[j])}", xticks=[], yticks=[])
+        for i, train in enumerate(hidden):
+            t, n = np.nonzero(train[:, j])
+            ax = axes[1 + i, j]
+            ax.scatter(t, n, s=3, marker=".", color=sns.color_palette()[i])
+            ax.set(xlim=(-0.5, steps - 0.5), ylim=(-0.5, train.shape[2] - 0.5), xlabel="time step",
+                   ylabel=f"hidden layer {i}" if j == 0 else None)
+        ax = axes[-1, j]
+        ax.bar(range(readout.shape[1]), readout[j], color=sns.color_palette()[3])
+        ax.set(xlabel="class", ylabel="readout (T × logit)" if j == 0 else None, xticks=range(readout.shape[1]))
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------------------------ the study report
 def tuning_history(history: pd.DataFrame, variants: Sequence[str]) -> Figure:
     """Each study's best validation accuracy so far against the trial (:func:`kdlib.report.studies.history`), one
@@ -105,38 +213,38 @@ def importances(weights: pd.DataFrame) -> Figure:
     return fig
 
 
-def energy_conventions(conventions: pd.DataFrame, datasets: Sequence[str]) -> sns.FacetGrid:
-    """Accuracy against energy per image, one panel per dataset and cost table, coloured by the convention for
-    the first layer's input; dashed lines: the ANN teacher (FP32 in the FP32 panel, INT8 elsewhere); a cross:
-    Renner et al.'s measured network, on its dataset's Loihi panels."""
+def energy_conventions(conventions: pd.DataFrame, datasets: Sequence[str], labels: dict[str, str],
+                       hardware: Sequence[str], measured: Any = None) -> sns.FacetGrid:
+    """Accuracy against energy per image, one panel per dataset and cost table (``hardware``, in order), coloured by
+    the convention for the first layer's input (``labels``: convention → label); dashed lines: the ANN teacher (FP32
+    in the FP32 panel, INT8 elsewhere); a cross: a ``measured`` network (:class:`kdlib.measure.energy.Measured`) on
+    its dataset's Loihi panels."""
     from matplotlib.ticker import NullFormatter
-
-    from kdlib.measure import energy as E
 
     points = conventions.groupby(["dataset", "model", "hardware", "convention"], sort=False, as_index=False)[
         ["accuracy", "energy_nj"]].mean()
-    points["input"] = points.convention.map(E.CONVENTIONS)
+    points["input"] = points.convention.map(labels)
     kinds = {"ANN teacher": "ANN teacher", " on Loihi": "deployed student, in Lava"}
     points["model kind"] = [next((k for key, k in kinds.items() if key in m), "SNN student") for m in points.model]
-    palette = dict(zip(E.CONVENTIONS.values(), sns.color_palette(n_colors=len(E.CONVENTIONS)), strict=True))
-    grid = sns.relplot(data=points, x="energy_nj", y="accuracy", hue="input", hue_order=list(E.CONVENTIONS.values()),
+    palette = dict(zip(labels.values(), sns.color_palette(n_colors=len(labels)), strict=True))
+    grid = sns.relplot(data=points, x="energy_nj", y="accuracy", hue="input", hue_order=list(labels.values()),
                        palette=palette, style="model kind", markers=["o", "D", "*"],
                        style_order=["SNN student", "ANN teacher", "deployed student, in Lava"],
                        row="dataset", row_order=[d for d in datasets if d in set(points.dataset)],
-                       col="hardware", col_order=E.HARDWARE, height=3.0, aspect=1.15, s=55,
+                       col="hardware", col_order=list(hardware), height=3.0, aspect=1.15, s=55,
                        facet_kws={"sharex": False, "sharey": "row"})
-    for (dataset, hardware), ax in grid.axes_dict.items():
-        rival = "45 nm FP32" if hardware == "45 nm FP32" else "45 nm INT8"
-        shown_here = set(points[(points.dataset == dataset) & (points.hardware == hardware)].input)
+    for (dataset, panel), ax in grid.axes_dict.items():
+        rival = "45 nm FP32" if panel == "45 nm FP32" else "45 nm INT8"
+        shown_here = set(points[(points.dataset == dataset) & (points.hardware == panel)].input)
         for _, t in points[(points.dataset == dataset) & (points.hardware == rival)
                            & (points["model kind"] == "ANN teacher")].iterrows():
             if t.input in shown_here:
                 ax.axvline(t.energy_nj, color=palette[t.input], linestyle="--", linewidth=1)
-        if dataset == E.RENNER_2024.dataset and hardware.startswith("Loihi"):
-            ax.scatter(E.RENNER_2024.energy_nj, E.RENNER_2024.accuracy, marker="X", s=80, color="black")
-            ax.annotate("Renner et al. 2024,\nmeasured", (E.RENNER_2024.energy_nj, E.RENNER_2024.accuracy),
+        if measured is not None and dataset == measured.dataset and panel.startswith("Loihi"):
+            ax.scatter(measured.energy_nj, measured.accuracy, marker="X", s=80, color="black")
+            ax.annotate("Renner et al. 2024,\nmeasured", (measured.energy_nj, measured.accuracy),
                         textcoords="offset points", xytext=(6, 4), fontsize=7)
-        ax.set(xscale="log", title=f"{dataset}: {hardware}")
+        ax.set(xscale="log", title=f"{dataset}: {panel}")
         ax.xaxis.set_minor_formatter(NullFormatter())
     grid.set_axis_labels("energy per image (nJ)", "test accuracy")
     return grid
