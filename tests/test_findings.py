@@ -128,6 +128,9 @@ def test_the_front_in_words_and_in_the_claims(runs: pd.DataFrame, matched: pd.Da
     lee = other[other.claim.str.startswith("Lee et al.")]
     assert len(lee) == 2 and set(lee.verdict) == {"inconclusive"}
     assert lee.why.str.startswith("the paper's figure is on MNIST, this is fashion-mnist (would read: ").all()
+    # and the sentence says what the table says
+    [said] = findings.front(matched.assign(dataset="fashion-mnist", paper="refuted"))
+    assert "65 % at no loss of accuracy: inconclusive (the paper's figure is on MNIST; would read: refuted)" in said
 
 
 def test_the_controls_are_paired_by_seed(runs: pd.DataFrame) -> None:

@@ -378,10 +378,12 @@ def front(matched: pd.DataFrame) -> list[str]:
                 if not pd.isna(f.get(key)):
                     text += f"; {_fewer(f[key])} than {what}"
             text += ". "
+        verdict, _ = _on_papers_dataset(f.dataset, f.paper, "")  # the claims table's verdict, in the same words
+        on_mnist = "" if f.dataset.startswith("mnist") else f" (the paper's figure is on MNIST; would read: {f.paper})"
         text += (f"The most any heterogeneous pair saves is {_fewer(f['largest_saving.saving'])} "
                  f"(τ_T = {f['largest_saving.tau_teacher']:g}, τ_S = {f['largest_saving.tau_student']:g}, "
                  f"{_points(f['largest_saving.accuracy_difference'])}); Lee et al.'s 65 % at no loss of accuracy: "
-                 f"{f.paper}. A margin of {margin} is below the noise of one seed on "
+                 f"{verdict}{on_mnist}. A margin of {margin} is below the noise of one seed on "
                  "the validation split; the comparisons paired by seed on the test set are the tested ones.")
         out.append(text)
     return out
