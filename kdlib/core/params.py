@@ -517,6 +517,12 @@ def validate(model: type[_Section], values: Any, *, prefix: str = "", source: st
         raise _format(err, prefix, source) from None
 
 
+def check_dataset(params: Params, dataset: str) -> None:
+    """Refuse, naming it, a ``dataset`` that ``data.datasets`` does not list (a stage's command-line argument)."""
+    if dataset not in params.data.datasets:
+        raise ParamsError(f"dataset = {dataset!r}: not in data.datasets ({', '.join(params.data.datasets)})")
+
+
 def load(path: str | Path = PARAMS_FILE) -> Params:
     """Read and validate ``params.yaml``."""
     path = Path(path)

@@ -151,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     try:
         params = P.load(root / "params.yaml")
-        if args.dataset not in params.data.datasets:
-            raise P.ParamsError(f"dataset = {args.dataset!r}: not in data.datasets ({', '.join(params.data.datasets)})")
+        P.check_dataset(params, args.dataset)
         front = run(args.dataset, params, root)
     except P.ParamsError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -322,8 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     try:
         params = P.load(root / "params.yaml")
-        if args.dataset not in params.data.datasets:
-            raise P.ParamsError(f"dataset = {args.dataset!r}: not in data.datasets ({', '.join(params.data.datasets)})")
+        P.check_dataset(params, args.dataset)
         if args.variant not in params.distill.variants:
             raise P.ParamsError(f"variant = {args.variant!r}: not in distill.variants "
                                 f"({', '.join(params.distill.variants)})")
