@@ -131,7 +131,9 @@ def fingerprint(params: P.Params, dataset: str, variant_name: str) -> str:
                "student": P.student_for(params.student, params.variants, variant_name, dataset).model_dump(),
                "data": params.data.model_dump(), "dataset": dataset}
     digest = hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode())
-    for path in sorted(Path(__file__).parent.parent.rglob("*.[pc]*")):  # kdlib's Python and C sources
+    for path in sorted(Path(__file__).parent.parent.rglob("*")):  # kdlib's Python and C sources (no bytecode)
+        if path.suffix not in (".py", ".c"):
+            continue
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
