@@ -446,9 +446,8 @@ def findings(students: pd.DataFrame, teachers: pd.Series, chips: pd.DataFrame,
         out.append(text)
         if {"kd", "hetero_kd"} <= set(part.index):
             kd, hetero = part.loc["kd"], part.loc["hetero_kd"]
-            fewer = 100 * (1 - hetero.spikes / kd.spikes)
-            amount = f"{abs(fewer):.1f} % {'fewer' if fewer >= 0 else 'more'}" if abs(fewer) < 10 else \
-                f"{abs(fewer):.0f} % {'fewer' if fewer >= 0 else 'more'}"  # one decimal where 0 % would hide it
+            saving = 1 - hetero.spikes / kd.spikes
+            amount = _fewer(saving, 1 if abs(saving) < 0.1 else 0)  # one decimal where 0 % would hide it
             out.append(f"On {dataset}, heterogeneous-temperature KD fires {amount} spikes per image "
                        f"than KD (means over seeds: {hetero.spikes:,.0f} against {kd.spikes:,.0f}) at "
                        f"{_points(hetero.accuracy - kd.accuracy)}.")
