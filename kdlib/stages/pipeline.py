@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 import papermill
 from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+from traitlets.config import Config
 
 from kdlib.core import params as P
 from kdlib.core.io import atomic_path
@@ -151,11 +153,12 @@ def _execute(spec: Stage, parameters: dict, out_dir: Path, root: Path) -> Path:
     failed = executed.with_suffix(".failed.ipynb")
     for leftover in (failed, *out_dir.glob(".partial-*")):  # from an earlier failed or killed run
         leftover.unlink(missing_ok=True)
-    with atomic_path(executed) as tmp:
+    with atomic_path(executed) as tmp, tempfile.TemporaryDirectory(prefix="kdlib-kernel-") as sockets:
         try:
             papermill.execute_notebook(
                 str(root / spec.notebook), str(tmp), parameters=parameters, kernel_name="python3",
                 cwd=str(root / Path(spec.notebook).parent), progress_bar=False, log_output=True,
+                config=_private_sockets(Path(sockets)),
             )
         except BaseException:
             if tmp.exists():
@@ -163,6 +166,16 @@ def _execute(spec: Stage, parameters: dict, out_dir: Path, root: Path) -> Path:
             raise
         tidy(tmp)
     return executed
+
+
+def _private_sockets(folder: Path) -> Config:
+    """Talk to the kernel over Unix sockets in ``folder`` rather than TCP ports on localhost.
+
+    jupyter_client picks a kernel's five TCP ports by binding to port 0 and letting go, and the kernel
+    binds them a second later: stages, workers and test runs that start kernels at the same moment can be
+    handed the same port, and a kernel whose port was taken by another one either dies or leaves papermill
+    waiting for a reply forever (papermill issue #511). Sockets in a private folder cannot collide."""
+    return Config({"KernelManager": {"transport": "ipc", "ip": str(folder / "kernel")}})
 
 
 def main(argv: list[str] | None = None) -> int:
