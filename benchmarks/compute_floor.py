@@ -40,9 +40,11 @@ Lava's simulation) is above the floor. The work is derived from ``params.yaml``:
   the ``lava_images``. Lava's simulation is not bound by products: its measured time (``lava_seconds`` in
   the stage's metrics, and the baseline's) is reported beside the floor, not in it.
 
-Only fully connected (``mlp``) teachers and students are modelled. The wall times come from
-``benchmarks/time_pipeline.py``'s summary of a run on the same host (``--times``); a ratio of wall time
-to floor is comparable across hosts, absolute times are not. The result is written to
+A conv student's products are its convolutions' (C_in·k²·C_out multiply-adds per output position) and
+its dense layers' (:func:`student_layers`); the teacher, the feature objectives' maps and the Loihi stage
+are modelled for fully connected (``mlp``) networks only, and the script says so rather than guess. The
+wall times come from ``benchmarks/time_pipeline.py``'s summary of a run on the same host (``--times``); a
+ratio of wall time to floor is comparable across hosts, absolute times are not. The result is written to
 ``benchmarks/compute_floor.json``.
 """
 
@@ -58,8 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train_throughput import matmul_gflops  # noqa: E402
-from train_throughput import training_flops as student_training_flops  # noqa: E402
+from train_throughput import cnn_products, matmul_gflops, product_flops  # noqa: E402
 
 from kdlib.core import params as P  # noqa: E402
 from kdlib.loihi.fixed_point import HEADROOMS  # noqa: E402
@@ -69,22 +70,31 @@ TEST_IMAGES = {"mnist": 10_000, "fashion-mnist": 10_000, "mnist-5k": 500}
 CLASSES = 10
 
 
-def dense_layers(hidden: list[int]) -> list[tuple[int, int]]:
-    """(inputs, outputs) of every dense layer of an MLP with these hidden widths."""
+Layers = list[tuple[int, int, int]]  # every product of a network: (fan_in, fan_out, output positions)
+
+
+def dense_layers(hidden: list[int]) -> Layers:
+    """The products of an MLP with these hidden widths: (inputs, outputs, 1) per dense layer."""
     widths = [P.PIXELS, *hidden, CLASSES]
-    return list(zip(widths[:-1], widths[1:], strict=True))
+    return [(m, n, 1) for m, n in zip(widths[:-1], widths[1:], strict=True)]
 
 
-def forward_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input: bool = True) -> float:
+def student_layers(cfg: P.StudentParams) -> Layers:
+    """The products of a student: its dense layers, or (cnn) its convolutions (C_in·k², C_out, H·W) first."""
+    if cfg.arch == "cnn":
+        return cnn_products(list(cfg.channels), list(cfg.hidden), CLASSES)
+    return dense_layers(cfg.hidden)
+
+
+def forward_flops(layers: Layers, steps: int = 1, constant_input: bool = True) -> float:
     """FLOPs of one image's forward pass; with ``steps`` > 1 the first layer runs once if its input is constant."""
-    return sum(2.0 * m * n * (1 if i == 0 and constant_input else steps) for i, (m, n) in enumerate(layers))
+    return sum(2.0 * m * n * pos * (1 if i == 0 and constant_input else steps) for i, (m, n, pos) in enumerate(layers))
 
 
-def training_flops(layers: list[tuple[int, int]], steps: int = 1, constant_input: bool = True) -> float:
+def training_flops(layers: Layers, steps: int = 1, constant_input: bool = True) -> float:
     """FLOPs of one image's training step: forward, weight gradients and the input gradients of every layer
-    but the first (:func:`train_throughput.training_flops`, here for any MLP given by its layers)."""
-    hidden = [n for _, n in layers[:-1]]
-    return student_training_flops(hidden, layers[-1][1], steps, constant_input)
+    but the first (:func:`train_throughput.product_flops`)."""
+    return product_flops(layers, steps, constant_input)
 
 
 def _sizes(params: P.Params, dataset: str) -> tuple[int, int, int]:
@@ -94,11 +104,12 @@ def _sizes(params: P.Params, dataset: str) -> tuple[int, int, int]:
 
 def _require_mlp(arch: str, section: str) -> None:
     if arch != "mlp":
-        raise SystemExit(f"{section}.arch = {arch!r}: the floor model covers fully connected (mlp) networks only")
+        raise SystemExit(f"{section}.arch = {arch!r}: the floor model covers this stage for fully connected (mlp) "
+                         "networks only")
 
 
 def _student_forward(cfg: P.StudentParams) -> float:
-    return forward_flops(dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
+    return forward_flops(student_layers(cfg), cfg.steps, cfg.encoding == "direct")
 
 
 def _training(spec: P.VariantParams, cfg: P.StudentParams, teacher: list[tuple[int, int]], teacher_hidden: list[int],
@@ -106,11 +117,13 @@ def _training(spec: P.VariantParams, cfg: P.StudentParams, teacher: list[tuple[i
     """A function of epochs: the FLOPs of training a variant's student that long, validating every epoch, and
     its teacher's work (``once``: with the frozen teacher's outputs computed once for the run; without, for one
     trial of a study or a point of the front that shares them)."""
-    layers, constant = dense_layers(cfg.hidden), cfg.encoding == "direct"
+    layers, constant = student_layers(cfg), cfg.encoding == "direct"
     t_fwd = forward_flops(teacher)
     s_fwd = forward_flops(layers, cfg.steps, constant)
     per_image = training_flops(layers, cfg.steps, constant)
     mapped = spec.layers if spec.loss in ("decoder_kd", "bidirectional_kd", "joint_kd") else []
+    if mapped:
+        _require_mlp(cfg.arch, "the feature objectives' student")
     for layer in mapped:  # a decoder or regressor to the teacher's width, trained with the student
         per_image += 3 * 2.0 * cfg.hidden[layer] * teacher_hidden[layer]
 
@@ -153,14 +166,13 @@ def study_flops(params: P.Params) -> dict[str, float]:
         students = {}
         for name in params.distill.variants:
             cfg = P.student_for(params.student, params.variants, name, dataset)
-            _require_mlp(cfg.arch, f"variants.{name}.student")
             training = _training(params.variants[name], cfg, teacher, t_cfg.hidden, train, val)
             flops[f"distill@{dataset}-{name}"] = (training(cfg.epochs) + test * _student_forward(cfg)) * len(
                 params.distill.seeds)
             flops[f"tune@{dataset}-{name}"] = training(0) + sum(  # the frozen teacher's outputs once per study
                 training(epochs, once=False) + val * _student_forward(cfg) for epochs in _trial_epochs(params, dataset,
                                                                                                        name))
-            students[name] = (dense_layers(cfg.hidden), cfg.steps, cfg.encoding == "direct")
+            students[name] = (student_layers(cfg), cfg.steps, cfg.encoding == "direct")
         from kdlib.stages.front import pairs  # the fronts: KD at every pair of temperatures, rate_reg at every λ
 
         work = 0.0
@@ -192,6 +204,7 @@ def study_flops(params: P.Params) -> dict[str, float]:
             cfg = P.student_for(params.student, params.variants, name, dataset)
             if cfg.neuron != "lif" or cfg.encoding != "direct":
                 continue
+            _require_mlp(cfg.arch, f"loihi: variants.{name}.student")
             layers = dense_layers(cfg.hidden)
             fixed = 2 * forward_flops(layers, cfg.steps, constant_input=False)  # float64 products, every step
             floating = forward_flops(layers, cfg.steps, constant_input=True)  # the float student, input constant

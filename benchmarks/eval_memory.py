@@ -1,12 +1,15 @@
 """Peak memory of evaluating a student as the test set grows: evaluation streams in bounded chunks.
 
     uv run python benchmarks/eval_memory.py [--sizes 1000 10000 50000]
+    uv run python benchmarks/eval_memory.py --arch cnn [--channels 16 32] [--sizes 1000 10000 50000]
     uv run python benchmarks/eval_memory.py --lava [--sizes 500 2000]
 
 For each size, a fresh process builds the default student of ``params.yaml``, makes a test split of that
 many real MNIST digits (mnist-5k's images repeated as needed), records its resident memory after the data
 is in memory, evaluates the student over the split (logits, spikes and synaptic operations, as the
-distillation notebook does) and reports how much the peak resident memory grew during the evaluation.
+distillation notebook does) and reports how much the peak resident memory grew during the evaluation, and
+the evaluation's images per second on all cores. ``--arch cnn`` evaluates the conv student
+(:class:`kdlib.snn.students.SpikingCNN`, dense layer 128) instead of params.yaml's.
 
 With ``--lava`` the model is the default Loihi student of ``params.yaml`` (untrained: memory does not
 depend on the weights), exported and run in Lava's fixed-point simulation chunk by chunk as the Loihi
@@ -42,19 +45,22 @@ def _pool(size: int) -> Split:
     return Split(pool.x.repeat(reps, 1, 1, 1)[:size].clone(), pool.y.repeat(reps)[:size].clone())
 
 
-def measure(size: int) -> dict:
+def measure(size: int, shape: dict) -> dict:
+    import time
 
     from kdlib.core import params as P
     from kdlib.measure.analysis import evaluate
     from kdlib.snn.students import build_student
 
-    cfg = P.load(ROOT / "params.yaml").student
+    cfg = P.load(ROOT / "params.yaml").student.model_copy(update=shape)
     split = _pool(size)
-    net = build_student(cfg)
-    before = _peak_mib()
+    net = build_student(cfg).eval()
+    before, tic = _peak_mib(), time.perf_counter()
     ev = evaluate(net, split, cfg.steps, encoding=cfg.encoding, chunk_size=1000)
+    seconds = time.perf_counter() - tic
     return {"images": size, "peak_before_mib": before, "peak_after_mib": _peak_mib(),
-            "evaluation_growth_mib": _peak_mib() - before, "accuracy": ev.accuracy}
+            "evaluation_growth_mib": _peak_mib() - before, "accuracy": ev.accuracy,
+            "images_per_second": size / seconds}
 
 
 def measure_lava(size: int) -> dict:
@@ -79,23 +85,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+")
     parser.add_argument("--lava", action="store_true", help="the Loihi student in Lava instead")
+    parser.add_argument("--arch", choices=("mlp", "cnn"), help="the student's architecture (default: params.yaml's)")
+    parser.add_argument("--channels", type=int, nargs="+", help="cnn: its convolutions' channels")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape = {"arch": args.arch, "hidden": [128]} if args.arch == "cnn" else ({"arch": args.arch} if args.arch else {})
+    if args.channels:
+        shape["channels"] = args.channels
     if args.one:
-        print(json.dumps(measure_lava(args.one) if args.lava else measure(args.one)))
+        print(json.dumps(measure_lava(args.one) if args.lava else measure(args.one, shape)))
         return
     sizes = args.sizes or ([500, 2000] if args.lava else [1000, 10000, 50000])
     header = "| test images | data in memory (MiB peak before) | growth during evaluation (MiB) |"
-    if args.lava:
-        header += " Lava processes, largest (MiB) | Lava seconds |"
+    header += " Lava processes, largest (MiB) | Lava seconds |" if args.lava else " images / s |"
     print(header + "\n" + "|---" * header.count(" |") + "|")
     for size in sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), *(["--lava"] if args.lava else [])],
+        shape_args = [*(["--arch", args.arch] if args.arch else []),
+                      *(["--channels", *map(str, args.channels)] if args.channels else [])]
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), *(["--lava"] if args.lava else shape_args)],
                              capture_output=True, text=True, check=True).stdout
         r = json.loads(out.strip().splitlines()[-1])
         row = f"| {size:,} | {r['peak_before_mib']:,.0f} | {r['evaluation_growth_mib']:,.1f} |"
-        if args.lava:
-            row += f" {r['children_peak_mib']:,.0f} | {r['seconds']:.1f} |"
+        row += f" {r['children_peak_mib']:,.0f} | {r['seconds']:.1f} |" if args.lava else \
+            f" {r['images_per_second']:,.0f} |"
         print(row)
 
 

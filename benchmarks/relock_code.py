@@ -9,16 +9,27 @@ each stage's code dependencies (under ``kdlib/`` and ``notebooks/``) and takes i
 data dependencies, parameters and outputs keep the values of the run that produced them. Use it only for a
 change shown not to move any output (a move of modules, a refactor checked with ``compare_runs.py`` on the
 stages that could be rerun); anything else must be rerun with ``dvc repro``.
+
+``--params KEY ...`` also records the current values of these tracked parameters (a section such as
+``student`` or a key such as ``data.val_size``): for a parameter added that no stage's output reads yet
+(``student.channels``, read only by conv students), again shown first not to move any output.
 """
 
 from __future__ import annotations
 
+import argparse
+
+from dvc.dependency.param import ParamsDependency
 from dvc.repo import Repo
 
 CODE = ("kdlib/", "notebooks/")
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", nargs="+", default=[], metavar="KEY",
+                        help="tracked parameters whose new values to record as well")
+    args = parser.parse_args()
     repo = Repo(".")
     count = 0
     with repo.lock:
@@ -27,6 +38,8 @@ def main() -> None:
                 continue
             for dep in stage.deps:
                 if str(dep.def_path).startswith(CODE):
+                    dep.save()
+                elif isinstance(dep, ParamsDependency) and set(dep.params) & set(args.params):
                     dep.save()
             stage.dump(update_pipeline=False)
             count += 1

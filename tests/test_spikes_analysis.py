@@ -282,14 +282,14 @@ def test_pareto_front_by_hand() -> None:
     assert pareto_front(frame, "energy", "accuracy").tolist() == [True, True, True, False, False]
 
 
-def test_the_evaluation_of_a_cnn_counts_spikes_but_not_unknown_input_macs(mnist5k: Dataset) -> None:
+def test_the_evaluation_of_a_cnn_counts_its_first_convolution(mnist5k: Dataset) -> None:
     from kdlib.snn.students import build_student
 
-    net = build_student(P.quick_section("student", arch="cnn", hidden=[16], steps=2))
+    net = build_student(P.quick_section("student", arch="cnn", hidden=[16], channels=[4, 8], steps=2))
     ev = evaluate(net, Split(mnist5k.test.x[:20], mnist5k.test.y[:20]), 2, encoding="direct")
-    assert ev.counts.spikes_per_image()["total"] >= 0 and ev.outputs is None
-    with pytest.raises(ValueError, match="input_macs_per_step"):
-        counter_summary(ev.counts)
+    assert ev.counts.spikes_per_image()["total"] > 0 and ev.outputs is None
+    assert ev.counts.input_macs_per_image() == 2 * net.input_macs()
+    assert counter_summary(ev.counts)["synops"] > 0
 
 
 # ------------------------------------------------------------------------------------------ the stage, assembled

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from kdlib.core import params as P
-from kdlib.core.data import Dataset, encode
+from kdlib.core.data import Dataset, Split, encode
 from kdlib.core.params import CEVariant
 from kdlib.measure.analysis import evaluate
 from kdlib.snn import native
@@ -23,6 +23,7 @@ from kdlib.snn.students import (
     SpikingNeurons,
     StraightThrough,
     build_student,
+    conv_layers,
     load_student,
     save_student,
 )
@@ -157,11 +158,75 @@ def test_constant_input_is_computed_once_with_the_same_result() -> None:
     assert all(torch.equal(s, t) for s, t in zip(a.spikes, b.spikes, strict=True))
 
 
-def test_cnn_student_shapes() -> None:
-    net = SpikingCNN(16, 10, neuron=LIFParameters(2.0, 1.0), channels=(4, 8))
+def _cnn(**kw) -> SpikingCNN:
+    torch.manual_seed(0)
+    return SpikingCNN((1, 28, 28), conv_layers((4, 8)), [16], 10, neuron=LIFParameters(2.0, 1.0), **kw)
+
+
+def test_cnn_student_shapes_and_exact_fan_outs() -> None:
+    net = _cnn()
     out = net(encode(torch.rand(2, 1, 28, 28), 3))
-    assert [tuple(s.shape) for s in out.spikes] == [(3, 2, 4, 28, 28), (3, 2, 8, 14, 14), (3, 2, 16)]
-    assert net.layer_widths() == [4 * 28 * 28, 8 * 14 * 14, 16] and net.fan_outs() == [72, 16, 10]
+    assert [tuple(s.shape) for s in out.spikes] == [(3, 2, 4, 14, 14), (3, 2, 8, 7, 7), (3, 2, 16)]
+    assert net.layer_widths() == [4 * 14 * 14, 8 * 7 * 7, 16]
+    fan = net.fan_outs()
+    # a spike of layer 0 reaches, in each of the 8 channels of the 3×3 stride-2 convolution, the outputs
+    # whose window holds it: counted here by convolving a one-hot map with a kernel of ones
+    hot = torch.zeros(14 * 14, 1, 14, 14)
+    hot.view(14 * 14, -1)[range(196), range(196)] = 1
+    reached = torch.nn.functional.conv2d(hot, torch.ones(1, 1, 3, 3), stride=2, padding=1).flatten(1).sum(1)
+    assert fan[0].shape == (1, 14, 14) and torch.equal(fan[0].flatten(), 8 * reached.long())
+    assert sorted(set(reached.long().tolist())) == [1, 2, 4]  # not 9: the stride skips, the border cuts
+    assert fan[1:] == [16, 10]
+    assert net.input_macs() == 4 * int(torch.nn.functional.conv2d(torch.ones(1, 1, 28, 28), torch.ones(1, 1, 5, 5),
+                                                                  stride=2, padding=2).sum())
+
+
+def test_cnn_synaptic_operations_are_counted_neuron_by_neuron(mnist5k: Dataset) -> None:
+    net = _cnn().eval()
+    ev = evaluate(net, Split(mnist5k.test.x[:64], mnist5k.test.y[:64]), 3, encoding="direct", chunk_size=25)
+    with torch.no_grad():  # recount: every spike times the kernel taps of ones it meets in the next layer
+        spikes = net(encode(mnist5k.test.x[:64], 3)).spikes
+    ones = torch.ones(8, 4, 3, 3)
+    synops = float(torch.nn.functional.conv2d(spikes[0].flatten(0, 1), ones, stride=2, padding=1).sum())
+    synops += float(spikes[1].sum()) * 16 + float(spikes[2].sum()) * 10
+    assert ev.counts.hidden_synops_per_image() == pytest.approx(synops / 64, rel=1e-9)
+
+
+def test_cnn_batch_norm_folds_into_the_synapses() -> None:
+    net = _cnn()
+    for norm in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-1, 1), norm.running_var.uniform_(0.5, 2), norm.bias.data.uniform_(-1, 1)
+        norm.weight.data.uniform_(0.5, 3)
+    net.eval()
+    (w0, b0), (w1, b1), (w2, b2) = net.folded_synapses()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        h0 = net.synapses[0](x)
+        assert torch.allclose(h0, torch.nn.functional.conv2d(x, w0, b0, stride=2, padding=2), atol=1e-5)
+        s0 = (h0 > 0).float()
+        h1 = net.synapses[1](s0)
+        assert torch.allclose(h1, torch.nn.functional.conv2d(s0, w1, b1, stride=2, padding=1), atol=1e-5)
+        s1 = (h1 > 0).float()
+        assert torch.allclose(net.synapses[2](s1), s1.flatten(1) @ w2.T + b2, atol=1e-5)
+
+
+def test_cnn_fires_at_initialisation_and_its_kernel_matches_the_eager_loop(mnist5k: Dataset) -> None:
+    x = encode(mnist5k.train.x[:32], 4)
+    runs = {}
+    for backend in ("native", "torch"):
+        if backend == "native" and not native.usable(torch.zeros(1)):
+            continue
+        net = _cnn(backend=backend)
+        out = net(x)
+        torch.nn.functional.cross_entropy(out.logits, mnist5k.train.y[:32]).backward()
+        runs[backend] = out, [p.grad for p in net.parameters()]
+    out, grads = runs["torch"]
+    rates = [float(s.detach().mean()) for s in out.spikes]
+    assert all(0.03 < r < 0.4 for r in rates), rates  # batch norm's initial scale: not silent, not saturated
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)  # every layer learns from the first step
+    if "native" in runs:
+        assert all(torch.equal(a, b) for a, b in zip(runs["native"][0].spikes, out.spikes, strict=True))
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(runs["native"][1], grads, strict=True))
 
 
 def test_evaluation_counts_spikes_and_synops(mnist5k: Dataset, tmp_path: Path) -> None:
@@ -197,7 +262,7 @@ def test_every_spiking_network_declares_the_student_interface() -> None:
     from kdlib.snn.students import Student
 
     mlp = build_student(P.quick_section("student"))
-    cnn = build_student(P.quick_section("student", arch="cnn", hidden=[16]))
+    cnn = build_student(P.quick_section("student", arch="cnn", hidden=[16], channels=[4, 8]))
     converted = ConvertedMLP([torch.nn.Linear(784, 8)], torch.nn.Linear(8, 10), scales=[1.0])
     chip = build_loihi_student(P.quick_section("loihi"))
     for net in (mlp, cnn, converted, chip):

@@ -96,7 +96,8 @@ class StudentParams(_PerDataset):
     """The spiking student shared by every variant (a variant may override any of these)."""
 
     arch: Literal["mlp", "cnn"]
-    hidden: list[int] = Field(min_length=1)
+    hidden: list[int] = Field(min_length=1)  # dense widths (cnn: after the convolutions)
+    channels: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, max_length=3)  # cnn: convolutions
     neuron: Literal["lif", "ste-continuous", "ste-discontinuous"]
     encoding: Literal["direct", "rate"]
     steps: int = Field(ge=1, le=1024)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdlib.measure.spikes import SpikeCounter, synaptic_ops
+from kdlib.measure.spikes import SpikeCounter
 from kdlib.snn.quantize import observe
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class SpikingCounts:
     steps: int
     encoding: str  # "direct" or "rate"
     inputs: InputStatistics
-    input_fan_out: int  # synapses driven by one input value
+    input_fan_out: float  # synapses driven by one input value (a conv: averaged over positions)
     input_spikes: float  # measured input spikes (rate coding); 0 with direct encoding
     hidden_synops: float  # synaptic operations driven by the spiking layers' spikes
     neuron_updates: float
@@ -147,10 +147,9 @@ class SpikingCounts:
     @classmethod
     def measured(cls, model: Student, counter: SpikeCounter, encoding: str, inputs: InputStatistics) -> SpikingCounts:
         """The counts of ``model`` that ``counter`` accumulated over a split whose images ``inputs`` describes."""
-        per_layer = counter.spikes_per_image()
-        total = per_layer.pop("total")
+        total = counter.spikes_per_image()["total"]
         return cls(counter.steps, encoding, inputs, model.input_fan_out(), counter.input_spikes / counter.images,
-                   synaptic_ops(list(per_layer.values()), counter.fan_outs), float(counter.neuron_updates_per_image()),
+                   counter.hidden_synops_per_image(), float(counter.neuron_updates_per_image()),
                    total)
 
     def first_layer(self, convention: Convention) -> tuple[float, float]:

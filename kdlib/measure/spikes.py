@@ -73,12 +73,14 @@ def linear_macs(model: nn.Module) -> int:
 class SpikeCounter:
     """Spikes and operations of a spiking model over a split, accumulated chunk by chunk.
 
-    ``fan_outs``: synapses driven by one spike of each spiking layer; ``input_fan_out``: those driven by
-    one input spike (rate coding: pass the input to :meth:`update`); ``input_macs_per_step``: the MACs of
-    a first layer fed real values (direct encoding), paid at every step.
+    ``fan_outs``: synapses driven by one spike of each spiking layer, an int or a tensor that broadcasts
+    against the layer's shape (a convolution's reach differs from position to position: the count is then
+    exact, neuron by neuron); ``input_fan_out``: those driven by one input spike (rate coding: pass the
+    input to :meth:`update`); ``input_macs_per_step``: the MACs of a first layer fed real values (direct
+    encoding), paid at every step.
     """
 
-    def __init__(self, fan_outs: Sequence[int], *, input_fan_out: int = 0, input_macs_per_step: int | None = 0,
+    def __init__(self, fan_outs: Sequence[int | Tensor], *, input_fan_out: int = 0, input_macs_per_step: int | None = 0,
                  names: Sequence[str] | None = None, check: bool = True) -> None:
         self.fan_outs = list(fan_outs)
         self.names = list(names) if names is not None else [f"layer{i}" for i in range(len(self.fan_outs))]
@@ -104,6 +106,8 @@ class SpikeCounter:
             first = model.synapses[0]
             if isinstance(first, nn.Linear):
                 input_macs_per_step = first.in_features * first.out_features
+            elif hasattr(model, "input_macs"):
+                input_macs_per_step = model.input_macs()
         return cls(model.fan_outs(), input_macs_per_step=input_macs_per_step, names=names, check=check)
 
     @torch.no_grad()
@@ -141,10 +145,16 @@ class SpikeCounter:
         per_layer = [float(c.sum()) / self.images for c in self._neuron_counts]
         return dict(zip(self.names, per_layer, strict=True)) | {"total": sum(per_layer)}
 
+    def hidden_synops_per_image(self) -> float:
+        """Synaptic operations per image driven by the spiking layers' spikes: every neuron's spikes times
+        the synapses it drives."""
+        self._need_data()
+        return sum(float(c.sum()) / self.images * fan if isinstance(fan, int) else float((c * fan).sum()) / self.images
+                   for c, fan in zip(self._neuron_counts, self.fan_outs, strict=True))
+
     def synops_per_image(self) -> float:
         """Synaptic operations per image (input spikes included when they were given)."""
-        per_layer = list(self.spikes_per_image().values())[:-1]
-        return synaptic_ops(per_layer, self.fan_outs, self.input_spikes / self.images, self.input_fan_out)
+        return self.hidden_synops_per_image() + self.input_spikes / self.images * self.input_fan_out
 
     def neuron_updates_per_image(self) -> int:
         """Updates of the spiking layers' neurons per image."""

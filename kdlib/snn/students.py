@@ -30,6 +30,7 @@ Each model is a typed tuple of its constants (:class:`LIFParameters`, :class:`Le
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -118,12 +119,13 @@ class Student(Protocol):
         """Neurons per spiking layer."""
         ...
 
-    def fan_outs(self) -> list[int]:
-        """Synapses driven by one spike of each spiking layer."""
+    def fan_outs(self) -> list[int | Tensor]:
+        """Synapses driven by one spike of each spiking layer: an int, or a tensor that broadcasts against the
+        layer's shape where the count depends on the neuron (a convolution's borders and strides)."""
         ...
 
-    def input_fan_out(self) -> int:
-        """Synapses driven by one input element."""
+    def input_fan_out(self) -> float:
+        """Synapses driven by one input element (averaged over the positions where it depends on them)."""
         ...
 
 
@@ -299,22 +301,74 @@ class SpikingMLP(DenseLayers, nn.Module):
         return SpikingOutput(over_time(self.head, h), spikes)
 
 
-class SpikingCNN(nn.Module):
-    """Convolutional spiking network: two 3×3 conv blocks (conv → neurons → 2×2 average pooling),
-    one dense spiking layer and a linear readout."""
+class ConvLayer(NamedTuple):
+    """One convolutional layer of :class:`SpikingCNN`: output channels, square kernel, stride (padding k // 2)."""
 
-    def __init__(self, hidden: int, num_classes: int, *, neuron: NeuronParameters, backend: Backend = "auto",
-                 in_channels: int = 1, channels: tuple[int, int] = (16, 32), image_size: int = 28) -> None:
+    channels: int
+    kernel: int
+    stride: int
+
+    def output_size(self, size: int) -> int:
+        """Height (or width) of the output map for an input of ``size``."""
+        return (size + 2 * (self.kernel // 2) - self.kernel) // self.stride + 1
+
+    def reach(self, size: int) -> Tensor:
+        """How many output positions of one channel each input position of a ``size`` × ``size`` map feeds:
+        a (size, size) tensor. Borders and strides make it uneven (a 3×3 kernel with stride 2 reaches 1, 2 or
+        4 positions, not 9), so synaptic operations count it position by position."""
+        pad, out = self.kernel // 2, self.output_size(size)
+        starts = torch.arange(out) * self.stride - pad  # the first input row each output row reads
+        rows = torch.arange(size).unsqueeze(1)
+        per_row = ((rows >= starts) & (rows < starts + self.kernel)).sum(1)
+        return per_row.unsqueeze(1) * per_row.unsqueeze(0)
+
+
+def conv_layers(channels: Sequence[int]) -> list[ConvLayer]:
+    """The convolutions of the workbook's conv students for ``channels``: a 5×5 stem with stride 2, then 3×3
+    with stride 2 (28 → 14 → 7 → 4 pixels). Strided convolutions replace pooling: Loihi's netx has no pooling
+    layer, and on a CPU average pooling cost more than the convolutions it sat between."""
+    return [ConvLayer(c, 5 if i == 0 else 3, 2) for i, c in enumerate(channels)]
+
+
+def threshold_current(neuron: NeuronParameters) -> float:
+    """The constant input current that brings a neuron at rest to its threshold in one step (τ·θ for LIF)."""
+    return neuron.tau_mem * neuron.v_th if isinstance(neuron, LIFParameters) else neuron.v_th
+
+
+class SpikingCNN(nn.Module):
+    """Convolutional spiking network: [k×k convolution with stride s → batch norm → spiking neurons] per
+    :class:`ConvLayer`, flatten, [linear → batch norm → spiking neurons] per dense width, a linear readout.
+
+    Everything it computes at inference folds into integer synapses on Loihi: no pooling (the convolutions
+    stride), and each batch norm, a per-channel affine map in evaluation, folds into its convolution's or
+    linear layer's weights and bias (:meth:`folded_synapses`). Batch norm runs over time and batch
+    together (the T·B samples of a layer's current) and starts with the scale :func:`threshold_current`,
+    so that a unit-variance current fires about one neuron in six at the first step: without it, the
+    network is silent at initialisation and no gradient reaches its first layers. With direct input the
+    first convolution and its batch norm run once per image, not once per step (:func:`over_time`).
+    """
+
+    def __init__(self, input_shape: Sequence[int], convs: Sequence[ConvLayer], hidden: Sequence[int],
+                 num_classes: int, *, neuron: NeuronParameters, backend: Backend = "auto") -> None:
         super().__init__()
-        c1, c2 = channels
-        self.synapses = nn.ModuleList([
-            nn.Conv2d(in_channels, c1, 3, padding=1),
-            nn.Sequential(nn.AvgPool2d(2), nn.Conv2d(c1, c2, 3, padding=1)),
-            nn.Sequential(nn.AvgPool2d(2), nn.Flatten(), nn.Linear(c2 * (image_size // 4) ** 2, hidden)),
-        ])
-        self.neurons = nn.ModuleList(SpikingNeurons(neuron, backend) for _ in range(3))
-        self.head = nn.Linear(hidden, num_classes)
-        self._shapes = [(c1, image_size, image_size), (c2, image_size // 2, image_size // 2), (hidden,)]
+        channels, size, _ = input_shape
+        self.convs, self.input_shape = list(convs), tuple(input_shape)
+        self._sizes, layers = [size], []
+        for conv in self.convs:
+            layers.append(nn.Sequential(nn.Conv2d(channels, conv.channels, conv.kernel, conv.stride,
+                                                  conv.kernel // 2, bias=False), nn.BatchNorm2d(conv.channels)))
+            channels, size = conv.channels, conv.output_size(size)
+            self._sizes.append(size)
+        widths = (channels * size * size, *hidden)
+        layers.append(nn.Sequential(nn.Flatten(), nn.Linear(widths[0], widths[1], bias=False),
+                                    nn.BatchNorm1d(widths[1])))
+        layers += [nn.Sequential(nn.Linear(a, b, bias=False), nn.BatchNorm1d(b))
+                   for a, b in zip(widths[1:-1], widths[2:], strict=True)]
+        self.synapses = nn.ModuleList(layers)
+        self.neurons = nn.ModuleList(SpikingNeurons(neuron, backend) for _ in layers)
+        self.head = nn.Linear(widths[-1], num_classes)
+        for synapse in self.synapses:
+            nn.init.constant_(synapse[-1].weight, threshold_current(neuron))
 
     def forward(self, x_seq: Tensor) -> SpikingOutput:
         h, spikes = x_seq, []
@@ -323,16 +377,47 @@ class SpikingCNN(nn.Module):
             spikes.append(h)
         return SpikingOutput(over_time(self.head, h), spikes)
 
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        """The shape of every spiking layer: (C, H, W) for the convolutions, (n,) for the dense layers."""
+        convs = [(c.channels, s, s) for c, s in zip(self.convs, self._sizes[1:], strict=True)]
+        return [*convs, *((s[-1].num_features,) for s in self.synapses[len(self.convs):])]
+
     def layer_widths(self) -> list[int]:
-        return [int(torch.tensor(s).prod()) for s in self._shapes]
+        return [math.prod(shape) for shape in self.layer_shapes()]
 
-    def fan_outs(self) -> list[int]:
-        """Synapses per spike, with average pooling folded into the next layer's weights: a conv neuron
-        reaches a 3×3 neighbourhood of every output channel, a pooled unit every dense neuron."""
-        return [9 * self.synapses[1][1].out_channels, self.synapses[2][2].out_features, self.head.out_features]
+    def fan_outs(self) -> list[Tensor | int]:
+        """Synapses driven by one spike of each spiking layer, exactly: for a layer that feeds a convolution,
+        a (1, H, W) map (the next layer's channels times the positions the spike reaches); else an int."""
+        shapes, fans = self.layer_shapes(), []
+        for i, shape in enumerate(shapes):
+            if i + 1 < len(self.convs):
+                nxt = self.convs[i + 1]
+                fans.append(nxt.channels * nxt.reach(shape[-1]).unsqueeze(0))
+            else:
+                fans.append(shapes[i + 1][0] if i + 1 < len(shapes) else self.head.out_features)
+        return fans
 
-    def input_fan_out(self) -> int:
-        return 9 * self.synapses[0].out_channels
+    def input_fan_out(self) -> float:
+        """Synapses driven by one input value, averaged over the image's positions (the first convolution's
+        MACs per image divided by its pixels)."""
+        first, size = self.convs[0], self._sizes[0]
+        return first.channels * float(first.reach(size).double().mean())
+
+    def input_macs(self) -> int:
+        """MACs of the first convolution for one image at one step (the taps that fall inside the image)."""
+        first, size = self.convs[0], self._sizes[0]
+        return self.input_shape[0] * first.channels * int(first.reach(size).sum())
+
+    def folded_synapses(self) -> list[tuple[Tensor, Tensor]]:
+        """(weight, bias) of every synapse with its batch norm folded in, as evaluation computes it:
+        W' = a·W and b' = β − a·μ per output channel, a = γ / √(σ² + ε). Loihi's integer weights start here."""
+        folded = []
+        for synapse in self.synapses:
+            layer, norm = synapse[-2], synapse[-1]
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            weight = layer.weight * scale.view(-1, *([1] * (layer.weight.dim() - 1)))
+            folded.append((weight.detach().clone(), (norm.bias - scale * norm.running_mean).detach().clone()))
+        return folded
 
 
 def build_student(cfg: StudentParams, num_classes: int = 10, seed: int = 0) -> nn.Module:
@@ -340,9 +425,7 @@ def build_student(cfg: StudentParams, num_classes: int = 10, seed: int = 0) -> n
     torch.manual_seed(seed)
     if cfg.arch == "mlp":
         return SpikingMLP(PIXELS, tuple(cfg.hidden), num_classes, neuron=neuron_parameters(cfg))
-    if len(cfg.hidden) != 1:
-        raise ValueError(f"student.hidden must have one width for arch 'cnn', got {cfg.hidden}")
-    return SpikingCNN(cfg.hidden[0], num_classes, neuron=neuron_parameters(cfg))
+    return SpikingCNN((1, 28, 28), conv_layers(cfg.channels), cfg.hidden, num_classes, neuron=neuron_parameters(cfg))
 
 
 def save_student(path: str | Path, student: Student, cfg: Any, variant: Any, dataset: str, num_classes: int,
