@@ -9,7 +9,10 @@ many real MNIST digits (mnist-5k's images repeated as needed), records its resid
 is in memory, evaluates the student over the split (logits, spikes and synaptic operations, as the
 distillation notebook does) and reports how much the peak resident memory grew during the evaluation, and
 the evaluation's images per second on all cores. ``--arch cnn`` evaluates the conv student
-(:class:`kdlib.snn.students.SpikingCNN`, dense layer 128) instead of params.yaml's.
+(:class:`kdlib.snn.students.SpikingCNN`, dense layer 128) instead of params.yaml's. A conv student's
+activations are six times an MLP student's per image: in chunks of 1,000 images its peak creeps up with the
+test-set size (glibc's heap fragments under blocks of 10–30 MB, which it stops returning to the system once
+its dynamic mmap threshold has grown), so measure it with ``--chunk-size 250``, evaluate's default.
 
 With ``--lava`` the model is the default Loihi student of ``params.yaml`` (untrained: memory does not
 depend on the weights), exported and run in Lava's fixed-point simulation chunk by chunk as the Loihi
@@ -45,7 +48,7 @@ def _pool(size: int) -> Split:
     return Split(pool.x.repeat(reps, 1, 1, 1)[:size].clone(), pool.y.repeat(reps)[:size].clone())
 
 
-def measure(size: int, shape: dict) -> dict:
+def measure(size: int, shape: dict, chunk_size: int) -> dict:
     import time
 
     from kdlib.core import params as P
@@ -56,7 +59,7 @@ def measure(size: int, shape: dict) -> dict:
     split = _pool(size)
     net = build_student(cfg).eval()
     before, tic = _peak_mib(), time.perf_counter()
-    ev = evaluate(net, split, cfg.steps, encoding=cfg.encoding, chunk_size=1000)
+    ev = evaluate(net, split, cfg.steps, encoding=cfg.encoding, chunk_size=chunk_size)
     seconds = time.perf_counter() - tic
     return {"images": size, "peak_before_mib": before, "peak_after_mib": _peak_mib(),
             "evaluation_growth_mib": _peak_mib() - before, "accuracy": ev.accuracy,
@@ -87,20 +90,21 @@ def main() -> None:
     parser.add_argument("--lava", action="store_true", help="the Loihi student in Lava instead")
     parser.add_argument("--arch", choices=("mlp", "cnn"), help="the student's architecture (default: params.yaml's)")
     parser.add_argument("--channels", type=int, nargs="+", help="cnn: its convolutions' channels")
+    parser.add_argument("--chunk-size", type=int, default=1000, help="images per evaluated chunk (default 1000)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = {"arch": args.arch, "hidden": [128]} if args.arch == "cnn" else ({"arch": args.arch} if args.arch else {})
     if args.channels:
         shape["channels"] = args.channels
     if args.one:
-        print(json.dumps(measure_lava(args.one) if args.lava else measure(args.one, shape)))
+        print(json.dumps(measure_lava(args.one) if args.lava else measure(args.one, shape, args.chunk_size)))
         return
     sizes = args.sizes or ([500, 2000] if args.lava else [1000, 10000, 50000])
     header = "| test images | data in memory (MiB peak before) | growth during evaluation (MiB) |"
     header += " Lava processes, largest (MiB) | Lava seconds |" if args.lava else " images / s |"
     print(header + "\n" + "|---" * header.count(" |") + "|")
     for size in sizes:
-        shape_args = [*(["--arch", args.arch] if args.arch else []),
+        shape_args = ["--chunk-size", str(args.chunk_size), *(["--arch", args.arch] if args.arch else []),
                       *(["--channels", *map(str, args.channels)] if args.channels else [])]
         out = subprocess.run([sys.executable, __file__, "--one", str(size), *(["--lava"] if args.lava else shape_args)],
                              capture_output=True, text=True, check=True).stdout

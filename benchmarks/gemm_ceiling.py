@@ -13,7 +13,8 @@ upper bound for any implementation that computes the student's layers as dense p
 
 With ``--arch cnn`` the products are the conv student's (:class:`kdlib.snn.students.SpikingCNN`): per
 convolution PyTorch's forward convolution and its backward (weight gradient, and the input gradient but for
-the first convolution), then the dense layers' products as above; the stem runs once per image.
+the first convolution), on maps and kernels stored channels last as the student stores them, then the dense
+layers' products as above; the stem runs once per image.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def cnn_products(cfg, steps: int, batch: int):  # noqa: ANN001, ANN201
     for i, conv in enumerate(conv_layers(list(cfg.channels))):
         out = conv.output_size(size)
         rows = batch if i == 0 else batch * steps
-        x, w = torch.randn(rows, c_in, size, size), torch.randn(conv.channels, c_in, conv.kernel, conv.kernel)
-        g, pad = torch.randn(rows, conv.channels, out, out), [conv.kernel // 2] * 2
+        cl = torch.channels_last  # the student's maps and kernels are stored channels last
+        x = torch.randn(rows, c_in, size, size).contiguous(memory_format=cl)
+        w = torch.randn(conv.channels, c_in, conv.kernel, conv.kernel).contiguous(memory_format=cl)
+        g, pad = torch.randn(rows, conv.channels, out, out).contiguous(memory_format=cl), [conv.kernel // 2] * 2
         thunks.append(lambda x=x, w=w, s=conv.stride, p=pad: torch.nn.functional.conv2d(x, w, None, s, p))
         thunks.append(lambda g=g, x=x, w=w, s=conv.stride, p=pad, first=i == 0: torch.ops.aten.convolution_backward(
             g, x, w, None, [s, s], p, [1, 1], False, [0, 0], 1, [not first, True, False]))

@@ -151,14 +151,19 @@ def _one_pass_neurons(layers: int):
     import torch
     from torch import nn
 
+    def fresh(x):  # T steps stored in one step's memory order (channels last for conv maps), as the kernel writes
+        step = x[0]
+        dense = step.is_contiguous() or (step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last))
+        return torch.empty_strided(x.shape, (step.numel(), *step.stride())) if dense else torch.empty(x.shape)
+
     class Copy(torch.autograd.Function):
         @staticmethod
         def forward(ctx, current):
-            return torch.empty(current.shape).copy_(current)
+            return fresh(current).copy_(current)
 
         @staticmethod
         def backward(ctx, grad):
-            return torch.empty(grad.shape).copy_(grad)
+            return fresh(grad).copy_(grad)
 
     class OnePass(nn.Module):
         def forward(self, current):

@@ -84,13 +84,20 @@ def usable(current: Tensor) -> bool:
     return current.device.type == "cpu" and current.dtype == torch.float32 and kernel() is not None
 
 
+def _dense(step: Tensor) -> bool:
+    """Whether a step's elements fill its memory without gaps, in the usual order or channels last (the
+    kernel works element by element, so any such order serves, as long as every tensor of a call shares it)."""
+    return step.is_contiguous() or (step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last))
+
+
 def lif_forward(current: Tensor, keep: float, gain: float, v_th: float) -> tuple[Tensor, Tensor]:
-    """Membrane potentials before the reset and spikes (both (T, …) like ``current``) of the LIF sequence."""
+    """Membrane potentials before the reset and spikes (both (T, …) like ``current``, in its memory order) of
+    the LIF sequence."""
     steps, step = current.shape[0], current[0]
-    constant = steps > 1 and current.stride(0) == 0 and step.is_contiguous()  # direct encoding: one step stored
-    if not constant:
-        current = current.contiguous()
-    potentials = torch.empty(current.shape, dtype=current.dtype)
+    constant = steps > 1 and current.stride(0) == 0 and _dense(step)  # direct encoding: one step stored
+    if not constant and not (_dense(step) and current.stride(0) == step.numel()):
+        current, step = current.contiguous(), current[0].contiguous()
+    potentials = torch.empty_strided(current.shape, (step.numel(), *step.stride()), dtype=current.dtype)
     spikes = torch.empty_like(potentials)
     kernel().lif_forward(current.data_ptr(), 0 if constant else step.numel(), potentials.data_ptr(),
                          spikes.data_ptr(), steps, step.numel(), keep, gain, v_th)
@@ -99,7 +106,8 @@ def lif_forward(current: Tensor, keep: float, gain: float, v_th: float) -> tuple
 
 def lif_backward(grad_spikes: Tensor, potentials: Tensor, keep: float, gain: float, v_th: float) -> Tensor:
     """The gradient of the loss with respect to the current, from that with respect to the spikes."""
-    grad_spikes = grad_spikes.contiguous()
+    if grad_spikes.stride() != potentials.stride():  # the kernel walks both in the potentials' memory order
+        grad_spikes = torch.empty_like(potentials).copy_(grad_spikes)
     grad_current = torch.empty_like(potentials)
     kernel().lif_backward(grad_spikes.data_ptr(), potentials.data_ptr(), grad_current.data_ptr(),
                           potentials.shape[0], potentials[0].numel(), keep, gain, v_th)
