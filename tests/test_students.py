@@ -13,13 +13,14 @@ from torch import Tensor
 from kdlib.core import params as P
 from kdlib.core.data import Dataset, Split, encode
 from kdlib.core.params import CEVariant
-from kdlib.measure.analysis import evaluate
+from kdlib.measure.analysis import NEURON_STEPS_PER_CHUNK, chunk_size_for, evaluate
 from kdlib.snn import native
 from kdlib.snn.students import (
     BinarySTEParameters,
     LeakySTEParameters,
     LIFParameters,
     SpikingCNN,
+    SpikingMLP,
     SpikingNeurons,
     StraightThrough,
     build_student,
@@ -190,6 +191,19 @@ def test_cnn_synaptic_operations_are_counted_neuron_by_neuron(mnist5k: Dataset) 
     synops = float(torch.nn.functional.conv2d(spikes[0].flatten(0, 1), ones, stride=2, padding=1).sum())
     synops += float(spikes[1].sum()) * 16 + float(spikes[2].sum()) * 10
     assert ev.counts.hidden_synops_per_image() == pytest.approx(synops / 64, rel=1e-9)
+
+
+def test_evaluation_chunks_are_bounded_in_neuron_steps(mnist5k: Dataset) -> None:
+    mlp = SpikingMLP(784, (400, 400), 10, neuron=LIFParameters(2.0, 1.0))
+    cnn = SpikingCNN((1, 28, 28), conv_layers((16, 32)), [128], 10, neuron=LIFParameters(2.0, 1.0))
+    # the MLP keeps the chunks it always had (its outputs do not move); the conv student's are smaller
+    assert chunk_size_for(mlp, 4, most=1000) == 1000 and chunk_size_for(mlp, 16) == 250
+    assert chunk_size_for(cnn, 4, most=1000) == NEURON_STEPS_PER_CHUNK // (4 * (16 * 196 + 32 * 49 + 128)) == 217
+    assert chunk_size_for(cnn, 10**9) == 1
+    net = _cnn().eval()
+    split = Split(mnist5k.test.x[:90], mnist5k.test.y[:90])
+    whole, chunked = (evaluate(net, split, 3, encoding="direct", chunk_size=n, keep_outputs=True) for n in (90, 7))
+    assert torch.allclose(whole.outputs, chunked.outputs, atol=1e-5) and whole.accuracy == chunked.accuracy
 
 
 def test_cnn_batch_norm_folds_into_the_synapses() -> None:

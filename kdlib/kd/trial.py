@@ -120,7 +120,7 @@ def train_trial(dataset: str, data_cfg: Any, cfg: Any, spec: Any, seed: int, *, 
 
     from kdlib.core.train import TrainingDiverged, one_thread
     from kdlib.kd.distill import distill
-    from kdlib.measure.analysis import evaluate
+    from kdlib.measure.analysis import chunk_size_for, evaluate
 
     tic = time.perf_counter()
     epochs_seen: list[float] = []
@@ -142,7 +142,8 @@ def train_trial(dataset: str, data_cfg: Any, cfg: Any, spec: Any, seed: int, *, 
         except TrainingDiverged as err:
             return TrialResult(max(epochs_seen, default=0.0), math.nan, len(epochs_seen),
                                time.perf_counter() - tic, diverged=str(err))
-        ev = evaluate(run.student, run.data.val, cfg.steps, encoding=cfg.encoding, seed=seed, chunk_size=1000)
+        ev = evaluate(run.student, run.data.val, cfg.steps, encoding=cfg.encoding, seed=seed,
+                      chunk_size=chunk_size_for(run.student, cfg.steps, most=1000))
     return TrialResult(fit.best_val_accuracy, ev.counts.spikes_per_image()["total"], len(fit.history),
                        time.perf_counter() - tic)
 
@@ -167,7 +168,7 @@ def distill_seed(dataset: str, data_cfg: Any, cfg: Any, variant_name: str, spec:
     """
     from kdlib.core.train import accuracy, default_device, one_thread, predict
     from kdlib.kd.distill import distill
-    from kdlib.measure.analysis import evaluate
+    from kdlib.measure.analysis import chunk_size_for, evaluate
     from kdlib.snn.students import save_student
 
     device = device or default_device()
@@ -176,7 +177,8 @@ def distill_seed(dataset: str, data_cfg: Any, cfg: Any, variant_name: str, spec:
         ds, net, teacher, objective = run.data, run.student, run.teacher, run.objective
         result = distill(net, objective, ds, cfg, seed=seed, teacher=teacher, targets=run.targets,
                          teacher_lr=getattr(spec, "teacher_lr", None), device=device)
-        ev = evaluate(net, ds.test, cfg.steps, encoding=cfg.encoding, seed=seed, chunk_size=1000)
+        ev = evaluate(net, ds.test, cfg.steps, encoding=cfg.encoding, seed=seed,
+                      chunk_size=chunk_size_for(net, cfg.steps, most=1000))
         metrics: dict[str, Any] = {
             "dataset": dataset, "variant": variant_name, "seed": seed, "steps": cfg.steps,
             "test_accuracy": ev.accuracy, "val_accuracy": result.best_val_accuracy,

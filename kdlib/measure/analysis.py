@@ -21,6 +21,9 @@ Corruptions
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple
@@ -46,10 +49,23 @@ class Evaluation(NamedTuple):
     outputs: Tensor | None  # (T, N, classes) on the CPU with ``keep_outputs``, for :func:`early_exit`
 
 
+NEURON_STEPS_PER_CHUNK = 1 << 22
+"""The most neuron-steps (spiking neurons × steps × images) one evaluated chunk holds: 1,000 images of the
+400-400 MLP at T = 4, about 200 of the 16/32 conv student."""
+
+
+def chunk_size_for(model: Student, steps: int, most: int = 250) -> int:
+    """Images per evaluated chunk: ``most``, or fewer where a chunk of ``most`` would hold more than
+    :data:`NEURON_STEPS_PER_CHUNK` neuron-steps, so that a chunk's memory is bounded whatever the network."""
+    per_image = max(1, sum(model.layer_widths()) * steps)
+    return max(1, min(most, NEURON_STEPS_PER_CHUNK // per_image))
+
+
 @torch.no_grad()
-def evaluate(model: Student, split: Split, steps: int, *, encoding: Encoding, seed: int = 0, chunk_size: int = 250,
-             keep_outputs: bool = False, check: bool = True) -> Evaluation:
-    """Run ``model`` over ``split`` in chunks of ``chunk_size`` images at ``steps`` steps, on the model's device.
+def evaluate(model: Student, split: Split, steps: int, *, encoding: Encoding, seed: int = 0,
+             chunk_size: int | None = None, keep_outputs: bool = False, check: bool = True) -> Evaluation:
+    """Run ``model`` over ``split`` in chunks of ``chunk_size`` images (by default :func:`chunk_size_for`'s) at
+    ``steps`` steps, on the model's device.
 
     Rate-coded input is drawn from a generator seeded with ``seed`` (the same chunks and seed give the same
     spikes); its spikes are counted as synaptic operations of the first layer. ``check`` verifies that every
@@ -57,6 +73,7 @@ def evaluate(model: Student, split: Split, steps: int, *, encoding: Encoding, se
     """
     counter = SpikeCounter.for_model(model, encoding, check=check)
     logits, outputs = [], []
+    chunk_size = chunk_size or chunk_size_for(model, steps)
     for out, _, x_seq in _runs(model, split, steps, encoding, chunk_size, seed):
         counter.update(out, input_spikes=x_seq if encoding == "rate" else None)
         logits.append(out.logits.float().cpu())
@@ -78,21 +95,45 @@ def _model_device(model: nn.Module) -> torch.device:
     return next(model.parameters(), torch.empty(0)).device
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library is not glibc."""
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    return trim
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    A conv student's chunk allocates blocks of 10–30 MB; once glibc's dynamic mmap threshold has grown past
+    them they come from the heap, whose free pages glibc keeps, so an evaluation's peak memory would creep up
+    with the number of chunks (measured: +220 MiB over 50,000 images in chunks of 250, flat with this call
+    after each chunk; ``benchmarks/eval_memory.py --arch cnn``)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _runs(model: Student, split: Split, steps: int, encoding: Encoding, chunk_size: int,
           seed: int) -> Iterator[tuple[SpikingOutput, Tensor, Tensor]]:
-    """Run ``model`` over ``split`` in chunks at ``steps`` steps; yield its output, the labels and its input."""
+    """Run ``model`` over ``split`` in chunks at ``steps`` steps; yield its output, the labels and its input.
+    The memory a chunk freed is returned to the system before the next one (:func:`release_freed_memory`), so
+    an evaluation's peak memory does not grow with the split."""
     device = _model_device(model)
     gen = torch.Generator(device=device).manual_seed(seed) if encoding == "rate" else None
     model.eval()
     for b in batches(split, chunk_size):
         x_seq = encode(b.x.to(device), steps, encoding, gen)
         yield model(x_seq), b.y.to(device), x_seq
+        release_freed_memory()
 
 
 @torch.no_grad()
 def accuracy_over_time(model: Student, split: Split, steps: Sequence[int], *, encoding: Encoding = "direct",
-                       chunk_size: int = 250, seed: int = 0, check: bool = True) -> pd.DataFrame:
-    """Accuracy and spikes per image at every T in ``steps``, from one run at the largest T.
+                       chunk_size: int | None = None, seed: int = 0, check: bool = True) -> pd.DataFrame:
+    """Accuracy and spikes per image at every T in ``steps``, from one run at the largest T (in chunks of
+    ``chunk_size`` images, by default :func:`chunk_size_for`'s).
 
     The logits at T are the mean of the first T outputs, as a run at T would give. Returns one row per T:
     ``steps``, ``accuracy``, ``spikes_per_image`` (all spiking layers, steps 1..T) and ``spikes_layer<i>``.
@@ -102,6 +143,7 @@ def accuracy_over_time(model: Student, split: Split, steps: Sequence[int], *, en
         raise ValueError(f"steps must be positive, got {list(steps)}")
     index = torch.tensor(wanted) - 1
     correct = torch.zeros(len(wanted), dtype=torch.float64)
+    chunk_size = chunk_size or chunk_size_for(model, wanted[-1])
     spikes: Tensor | None = None  # (layers, len(wanted)): cumulative spikes summed over images
     for (outputs, layer_spikes), y, _ in _runs(model, split, wanted[-1], encoding, chunk_size, seed):
         logits = running_mean(outputs)[index.to(outputs.device)]
