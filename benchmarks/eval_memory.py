@@ -13,9 +13,12 @@ the evaluation's images per second on all cores. ``--arch cnn`` evaluates the co
 are evaluate's own (:func:`kdlib.measure.analysis.chunk_size_for`: at most 2^22 neuron-steps, about 200 images
 of the 16/32 conv student, 250 of the MLP); ``--chunk-size`` sets them. A conv student's activations are six
 times an MLP student's per image: glibc's heap fragments under its blocks of 10–30 MB, which it stops
-returning to the system once its dynamic mmap threshold has grown, so evaluate trims the heap after every
-chunk (:func:`kdlib.measure.analysis.release_freed_memory`); measured on a 2-core AMD EPYC, 1k/10k/50k images:
-chunks of 250, growth 0/82/220 MiB before the trim, 0/0/0 after; chunks of 1,000 still 19/120/161 after.
+returning to the system once its dynamic mmap threshold has grown, so evaluate also trims the heap once
+resident memory has grown 64 MiB past its level after the first chunk
+(:func:`kdlib.measure.analysis.release_freed_memory`; trimming after every chunk would double evaluation time,
+the next chunk faulting the pages back in). Measured on a 2-core AMD EPYC (AVX2), peak growth at 1k / 10k / 50k
+images: chunks of 250 before either change 0 / 82 / 220 MiB; evaluate's own chunks 0 / 0 / 0 MiB (2,272–3,763
+images/s; the MLP 0 / 0 / 0 at 19,624–29,997 images/s); chunks of 1,000 still 8 / 133 / 170 MiB.
 
 With ``--lava`` the model is the default Loihi student of ``params.yaml`` (untrained: memory does not
 depend on the weights), exported and run in Lava's fixed-point simulation chunk by chunk as the Loihi
