@@ -3,6 +3,7 @@
     uv run python benchmarks/eval_memory.py [--sizes 1000 10000 50000]
     uv run python benchmarks/eval_memory.py --arch cnn [--channels 16 32] [--sizes 1000 10000 50000]
     uv run python benchmarks/eval_memory.py --lava [--sizes 500 2000]
+    uv run python benchmarks/eval_memory.py --trim-cost [--rounds 5]    # evaluation time, heap trimmed or not
 
 For each size, a fresh process builds the default student of ``params.yaml``, makes a test split of that
 many real MNIST digits (mnist-5k's images repeated as needed), records its resident memory after the data
@@ -15,9 +16,11 @@ of the 16/32 conv student, 250 of the MLP); ``--chunk-size`` sets them. A conv s
 times an MLP student's per image: glibc's heap fragments under its blocks of 10–30 MB, which it stops
 returning to the system once its dynamic mmap threshold has grown, so evaluate also trims the heap once
 resident memory has grown 64 MiB past its level after the first chunk
-(:func:`kdlib.measure.analysis.release_freed_memory`; trimming after every chunk would double evaluation time,
-the next chunk faulting the pages back in). Measured on a 2-core AMD EPYC (AVX2), peak growth at 1k / 10k / 50k
-images: chunks of 250 before either change 0 / 82 / 220 MiB; evaluate's own chunks 0 / 0 / 0 MiB (2,272–3,763
+(:func:`kdlib.measure.analysis.release_freed_memory`; ``--trim-cost`` times evaluation with that trim, a trim
+after every chunk and none: on a quiet 2-core AMD EPYC, medians of 9, MLP 0.403 / 0.390 / 0.428 s, conv
+0.684 / 0.652 / 0.694 s, no measurable cost; an earlier ad-hoc timing on the same machine loaded with two
+other jobs found a trim after every chunk 1.7–2.2× slower). Measured there (AVX2), peak growth at 1k / 10k /
+50k images: chunks of 250 before either change 0 / 82 / 220 MiB; evaluate's own chunks 0 / 0 / 0 MiB (2,272–3,763
 images/s; the MLP 0 / 0 / 0 at 19,624–29,997 images/s); chunks of 1,000 still 8 / 133 / 170 MiB.
 
 With ``--lava`` the model is the default Loihi student of ``params.yaml`` (untrained: memory does not
@@ -90,6 +93,39 @@ def measure_lava(size: int) -> dict:
             "seconds": run.seconds}
 
 
+def trim_cost(rounds: int) -> None:
+    """Evaluation time of the MLP (10,000 images) and the conv student (3,000) with evaluate's conditional heap
+    trim, with a trim after every chunk, and with none: the median of ``rounds`` alternated runs, one process."""
+    import statistics
+    import time
+
+    import torch
+
+    from kdlib.core import params as P
+    from kdlib.measure import analysis as A
+    from kdlib.snn.students import build_student
+
+    torch.manual_seed(0)
+    real_trim, real_resident = A.release_freed_memory, A.resident_bytes
+    modes = {"evaluate's (when grown 64 MiB)": (real_trim, real_resident),
+             "after every chunk": (real_trim, lambda: 1 << 60), "never": (lambda: None, real_resident)}
+    print("| student | trim | seconds (median) |\n|---|---|---|")
+    for arch, size in (("mlp", 10000), ("cnn", 3000)):
+        shape = {"arch": arch, "hidden": [128]} if arch == "cnn" else {"arch": arch}
+        cfg = P.load(ROOT / "params.yaml").student.model_copy(update=shape)
+        net, split = build_student(cfg).eval(), _pool(size)
+        times: dict[str, list[float]] = {mode: [] for mode in modes}
+        for _ in range(rounds):
+            for mode, (trim, resident) in modes.items():
+                A.release_freed_memory, A.resident_bytes = trim, resident
+                tic = time.perf_counter()
+                A.evaluate(net, split, cfg.steps, encoding=cfg.encoding)
+                times[mode].append(time.perf_counter() - tic)
+        A.release_freed_memory, A.resident_bytes = real_trim, real_resident
+        for mode, values in times.items():
+            print(f"| {arch} ({size:,} images) | {mode} | {statistics.median(values):.3f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+")
@@ -97,8 +133,13 @@ def main() -> None:
     parser.add_argument("--arch", choices=("mlp", "cnn"), help="the student's architecture (default: params.yaml's)")
     parser.add_argument("--channels", type=int, nargs="+", help="cnn: its convolutions' channels")
     parser.add_argument("--chunk-size", type=int, default=0, help="images per evaluated chunk (default: evaluate's)")
+    parser.add_argument("--trim-cost", action="store_true", help="evaluation time with and without heap trims")
+    parser.add_argument("--rounds", type=int, default=5, help="--trim-cost: alternated runs per mode (default 5)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.trim_cost:
+        trim_cost(args.rounds)
+        return
     shape = {"arch": args.arch, "hidden": [128]} if args.arch == "cnn" else ({"arch": args.arch} if args.arch else {})
     if args.channels:
         shape["channels"] = args.channels

@@ -123,10 +123,10 @@ def release_freed_memory() -> None:
 
     A conv student's chunk allocates blocks of 10–30 MB; once glibc's dynamic mmap threshold has grown past
     them they come from the heap, whose free pages glibc keeps, so an evaluation's peak memory would creep up
-    with the number of chunks (measured: +220 MiB over 50,000 images in chunks of 250). Trimming after every
-    chunk keeps it flat but makes evaluation about twice as slow (the next chunk faults the pages back in), so
-    :func:`_runs` trims only once resident memory has grown :data:`TRIM_SLACK` past its level after the first
-    chunk (``benchmarks/eval_memory.py --arch cnn``)."""
+    with the number of chunks (measured: +220 MiB over 50,000 images in chunks of 250). :func:`_runs` trims
+    once resident memory has grown :data:`TRIM_SLACK` past its level after the first chunk: a trim hands pages
+    back that the next chunk faults in again, which cost nothing measurable on a quiet machine but made
+    evaluation up to twice as slow on a loaded one (``benchmarks/eval_memory.py --arch cnn``, ``--trim-cost``)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
